@@ -1,0 +1,1 @@
+"""Built-in guest images (built by guests/build.py from the sources in guests/)."""

@@ -1,0 +1,71 @@
+"""Record (or check) the console output of the M-mode guests on QEMU.
+
+    python guests/qemu_expected.py           run each M-mode image on QEMU and
+                                             write guests/expected/<name>.txt
+    python guests/qemu_expected.py --check   run them and compare with the files
+
+QEMU's `virt` machine is the reference peer: labvmm emulates the same memory
+map, so an M-mode image must print exactly the same bytes on both. Each run
+is `qemu-system-riscv64 -machine virt -bios none -nographic -m 16M -kernel
+images/<name>.elf` under a timeout, and must end with exit status 0, i.e. the
+guest powered itself off through the test finisher. The echo guest is fed
+"hello\\r" and then Ctrl-D (0x04) on its console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+GUESTS_DIR = Path(__file__).resolve().parent
+EXPECTED_DIR = GUESTS_DIR / "expected"
+QEMU = "qemu-system-riscv64"
+TIMEOUT_S = 20
+
+# Console input per guest. -nographic multiplexes QEMU's monitor on stdio
+# with Ctrl-A as its escape key; every other byte, 0x04 included, reaches
+# the UART unchanged.
+STDIN = {"echo": b"hello\r\x04"}
+
+
+def run_on_qemu(name: str) -> bytes:
+    """Console output of images/<name>.elf on QEMU virt; fails unless it exits 0."""
+    cmd = [QEMU, "-machine", "virt", "-bios", "none", "-nographic", "-m", "16M",
+           "-kernel", f"images/{name}.elf"]
+    result = subprocess.run(cmd, cwd=GUESTS_DIR, input=STDIN.get(name, b""),
+                            capture_output=True, timeout=TIMEOUT_S)
+    if result.returncode != 0:
+        raise SystemExit(f"qemu_expected.py: {name} exited with status {result.returncode} "
+                         f"instead of powering off with 0x5555\n{result.stderr.decode()}")
+    return result.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare with guests/expected instead of writing it")
+    args = parser.parse_args(argv)
+    manifest = json.loads((GUESTS_DIR / "images" / "manifest.json").read_text())
+    names = [image["name"] for image in manifest["images"] if image["privilege"] == "M"]
+    differing = []
+    for name in names:
+        output = run_on_qemu(name)
+        path = EXPECTED_DIR / f"{name}.txt"
+        if args.check:
+            if not path.is_file() or path.read_bytes() != output:
+                differing.append(name)
+                print(f"qemu_expected.py: {name}: QEMU output differs from expected/{name}.txt")
+        else:
+            EXPECTED_DIR.mkdir(exist_ok=True)
+            path.write_bytes(output)
+            print(f"wrote expected/{name}.txt ({len(output)} bytes)")
+    if args.check and not differing:
+        print(f"qemu_expected.py: all {len(names)} M-mode guests match their expected output")
+    return 1 if differing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The MMIO bus: disjoint guest-physical ranges, each owned by one device.
+
+As in rust-vmm's vm-device, the bus refuses overlapping ranges loudly and a device only
+ever sees offsets inside its own window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import BusError
+
+
+class Device(Protocol):
+    """What the bus needs of a device."""
+
+    size: int
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A device attached at [base, base+size)."""
+
+    name: str
+    base: int
+    size: int
+    device: Device
+
+    @property
+    def end(self) -> int:
+        """First address past the window."""
+        return self.base + self.size
+
+
+class MmioBus:
+    """Maps guest-physical ranges to devices."""
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+        self.accesses = 0
+
+    def attach(self, name: str, base: int, device: Device) -> Slot:
+        """Attach `device` at `base`; raises BusError on overlap or a bad range."""
+        size = device.size
+        if base < 0 or size <= 0 or base + size > 1 << 64:
+            raise BusError(f"device {name!r}: window 0x{base:x}+0x{size:x} is not a valid address range")
+        for slot in self.slots:
+            if base < slot.end and slot.base < base + size:
+                raise BusError(
+                    f"device {name!r} at 0x{base:x}-0x{base + size:x} overlaps "
+                    f"{slot.name!r} at 0x{slot.base:x}-0x{slot.end:x}"
+                )
+            if slot.name == name:
+                raise BusError(f"a device named {name!r} is already attached")
+        slot = Slot(name, base, size, device)
+        self.slots.append(slot)
+        self.slots.sort(key=lambda s: s.base)
+        return slot
+
+    def find(self, address: int) -> Slot | None:
+        """The slot whose window holds `address`, if any."""
+        for slot in self.slots:
+            if slot.base <= address < slot.end:
+                return slot
+        return None
+
+    def get(self, name: str) -> Device:
+        """The device attached under `name`."""
+        for slot in self.slots:
+            if slot.name == name:
+                return slot.device
+        raise BusError(f"no device named {name!r} on the bus (have: {', '.join(s.name for s in self.slots)})")

@@ -1,0 +1,134 @@
+"""PLIC: the platform-level interrupt controller, routing device lines to hart contexts.
+
+Register layout of the RISC-V PLIC specification (riscv-plic-spec 1.0.0, chapter 3) as
+QEMU's `virt` uses it at 0x0C00_0000, with two contexts for hart 0: context 0 = M-mode,
+context 1 = S-mode. Device lines are level-triggered: a source is pending while its line is
+high and it is not claimed; completing a claim lets it be pending again (the gateway, 2.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PRIORITY = 0x000000  # 4 bytes per source
+PENDING = 0x001000  # bit array
+ENABLE = 0x002000  # 0x80 bytes per context
+ENABLE_STRIDE = 0x80
+CONTEXT = 0x200000  # threshold at +0, claim/complete at +4, 0x1000 per context
+CONTEXT_STRIDE = 0x1000
+WINDOW = 0x600000
+SOURCES = 96  # source 0 does not exist; QEMU's virt has 95 (riscv,ndev = 0x5f)
+CONTEXTS = 2
+MAX_PRIORITY = 7
+
+
+@dataclass
+class State:
+    """Snapshot of the PLIC."""
+
+    priority: list[int] = field(default_factory=lambda: [0] * SOURCES)
+    enable: list[int] = field(default_factory=lambda: [0] * CONTEXTS)  # bitmask per context
+    threshold: list[int] = field(default_factory=lambda: [0] * CONTEXTS)
+    level: int = 0  # bitmask of lines held high by devices
+    claimed: int = 0  # bitmask of sources claimed and not completed
+    pending: int = 0  # bitmask of sources pending
+
+
+class Plic:
+    """A PLIC with `SOURCES` sources and two contexts (hart 0 M-mode and S-mode)."""
+
+    size = WINDOW
+
+    def __init__(self) -> None:
+        self.state = State()
+
+    def reset(self) -> None:
+        """Back to power-on values, keeping the device lines as they are."""
+        level = self.state.level
+        self.state = State(level=level)
+        self._update()
+
+    def line(self, source: int):
+        """The interrupt line of `source`, as a callable a device drives with True/False."""
+        if not 1 <= source < SOURCES:
+            raise ValueError(f"PLIC source must be 1..{SOURCES - 1}, got {source}")
+
+        def set_level(high: bool) -> None:
+            bit = 1 << source
+            self.state.level = (self.state.level | bit) if high else (self.state.level & ~bit)
+            self._update()
+
+        return set_level
+
+    def _update(self) -> None:
+        s = self.state
+        # Pending follows the line while the source is not claimed, as QEMU's PLIC does.
+        s.pending = s.level & ~s.claimed
+
+    def _best(self, context: int) -> int:
+        s = self.state
+        best, best_prio = 0, s.threshold[context]
+        candidates = s.pending & s.enable[context]
+        for src in range(1, SOURCES):
+            if candidates >> src & 1 and s.priority[src] > best_prio:
+                best, best_prio = src, s.priority[src]
+        return best
+
+    def context_pending(self, context: int) -> bool:
+        """True when `context` has a claimable interrupt (drives mip.MEIP / mip.SEIP)."""
+        return self._best(context) != 0
+
+    def read(self, offset: int, size: int) -> int:
+        """A register read (32-bit registers)."""
+        s = self.state
+        if offset < PENDING:
+            src = offset // 4
+            return s.priority[src] if src < SOURCES else 0
+        if offset < ENABLE:
+            word = (offset - PENDING) // 4
+            return (s.pending >> (32 * word)) & 0xFFFF_FFFF if word < SOURCES // 32 else 0
+        if offset < CONTEXT:
+            ctx, word = divmod(offset - ENABLE, ENABLE_STRIDE)
+            word //= 4
+            if ctx < CONTEXTS and word < SOURCES // 32:
+                return (s.enable[ctx] >> (32 * word)) & 0xFFFF_FFFF
+            return 0
+        ctx, reg = divmod(offset - CONTEXT, CONTEXT_STRIDE)
+        if ctx >= CONTEXTS:
+            return 0
+        if reg == 0:
+            return s.threshold[ctx]
+        if reg == 4:  # claim (spec 3.8)
+            src = self._best(ctx)
+            if src:
+                s.claimed |= 1 << src
+                self._update()
+            return src
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        """A register write (32-bit registers)."""
+        s = self.state
+        value &= 0xFFFF_FFFF
+        if offset < PENDING:
+            src = offset // 4
+            if 1 <= src < SOURCES:
+                s.priority[src] = min(value, MAX_PRIORITY)
+        elif offset < ENABLE:
+            return  # the pending bits are read-only
+        elif offset < CONTEXT:
+            ctx, word = divmod(offset - ENABLE, ENABLE_STRIDE)
+            word //= 4
+            if ctx < CONTEXTS and word < SOURCES // 32:
+                mask = 0xFFFF_FFFF << (32 * word)
+                s.enable[ctx] = (s.enable[ctx] & ~mask) | ((value << (32 * word)) & mask)
+                s.enable[ctx] &= ~1  # source 0 does not exist
+        else:
+            ctx, reg = divmod(offset - CONTEXT, CONTEXT_STRIDE)
+            if ctx >= CONTEXTS:
+                return
+            if reg == 0:
+                s.threshold[ctx] = min(value, MAX_PRIORITY)
+            elif reg == 4 and 1 <= value < SOURCES:  # complete (spec 3.9)
+                s.claimed &= ~(1 << value)
+        self._update()

@@ -1,0 +1,75 @@
+"""The built-in guests: images built from guests/ sources, addressable by name.
+
+The images and their manifest (guests/images/manifest.json, written by guests/build.py)
+ship inside the package as `labvmm.images`, so a user needs no cross compiler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import ImageError
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    """One built-in guest as the manifest describes it."""
+
+    name: str
+    path: Path
+    description: str = ""
+    privilege: str = "M"
+    params: dict[str, int] = field(default_factory=dict)
+
+
+def images_dir() -> Path:
+    """Folder holding the built-in images (installed package data, or the source tree)."""
+    try:
+        folder = Path(str(resources.files("labvmm.images")))
+        if (folder / "manifest.json").exists():
+            return folder
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "guests" / "images"
+
+
+def builtin_guests() -> dict[str, GuestInfo]:
+    """Every built-in guest by name, in manifest order."""
+    folder = images_dir()
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return {}
+    entries = json.loads(manifest.read_text())
+    if isinstance(entries, dict):
+        entries = entries.get("images", list(entries.values()))
+    out = {}
+    for e in entries:
+        name = e["name"]
+        params = e.get("params", {})
+        if isinstance(params, list):
+            params = {p["name"]: p.get("default", 0) for p in params}
+        out[name] = GuestInfo(
+            name=name,
+            path=folder / f"{name}.elf",
+            description=e.get("description", ""),
+            privilege=str(e.get("privilege", "M")).upper(),
+            params=dict(params),
+        )
+    return out
+
+
+def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path, GuestInfo | None]:
+    """(VM name, image path, built-in info or None) for a built-in name or an image path."""
+    text = os.fspath(name_or_path)
+    guests = builtin_guests()
+    if text in guests and not os.path.exists(text):
+        info = guests[text]
+        return info.name, info.path, info
+    if os.path.exists(text) or os.sep in text or text.endswith((".elf", ".bin", ".img")):
+        return Path(text).stem or "vm", Path(text), None
+    known = ", ".join(guests) or "none (guests/images is empty)"
+    raise ImageError(f"no guest image file or built-in guest named {text!r} (built-in guests: {known})")

@@ -1,0 +1,195 @@
+"""SBI: the hypercall interface labvmm offers a guest when it acts as the guest's firmware.
+
+The calling convention and extensions follow the RISC-V Supervisor Binary Interface
+specification v2.0: `ecall` with a7 = extension id (EID), a6 = function id (FID), a0-a5 =
+arguments; the firmware returns a0 = error code and a1 = value (chapter 3). Legacy
+extensions (chapter 5) return their value in a0 alone.
+
+Every pointer and length a guest passes is checked against that guest's own RAM before
+anything is read or written; a bad one gets SBI_ERR_INVALID_PARAM (DBCN, 12.1), never an
+access to host memory. The handler is a plain function over a `SbiEnv` so tests can drive
+it with a fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .exits import Halt, Hypercall, Reset, Yield
+
+# Error codes (SBI v2.0, table 1).
+SBI_SUCCESS = 0
+SBI_ERR_FAILED = -1
+SBI_ERR_NOT_SUPPORTED = -2
+SBI_ERR_INVALID_PARAM = -3
+SBI_ERR_DENIED = -4
+SBI_ERR_INVALID_ADDRESS = -5
+
+# Extension ids.
+EID_LEGACY_SET_TIMER = 0x00
+EID_LEGACY_PUTCHAR = 0x01
+EID_LEGACY_GETCHAR = 0x02
+EID_LEGACY_SHUTDOWN = 0x08
+EID_BASE = 0x10
+EID_TIME = 0x54494D45  # "TIME"
+EID_SRST = 0x53525354  # "SRST"
+EID_DBCN = 0x4442434E  # "DBCN"
+#: labvmm's own extension, in the firmware-specific range 0x0A00_0000-0x0AFF_FFFF (SBI 3.1).
+EID_LABVMM = 0x0A4C4142  # 0x0A, then "LAB"
+LABVMM_YIELD = 0
+LABVMM_VM_ID = 1
+LABVMM_VM_COUNT = 2
+
+SPEC_VERSION = (2 << 24) | 0  # SBI v2.0 (major in bits 30:24)
+#: Implementation id: labvmm has no id in the SBI registry (3.2); this value is unassigned.
+IMPL_ID = 0x4C4142
+IMPL_VERSION = 1
+
+SRST_SHUTDOWN, SRST_COLD_REBOOT, SRST_WARM_REBOOT = 0, 1, 2
+SRST_REASON_NONE, SRST_REASON_FAILURE = 0, 1
+
+SUPPORTED = {
+    EID_LEGACY_SET_TIMER,
+    EID_LEGACY_PUTCHAR,
+    EID_LEGACY_GETCHAR,
+    EID_LEGACY_SHUTDOWN,
+    EID_BASE,
+    EID_TIME,
+    EID_SRST,
+    EID_DBCN,
+    EID_LABVMM,
+}
+
+#: Human names for the exit-by-reason accounting and the isolation log.
+EXTENSION_NAMES = {
+    EID_LEGACY_SET_TIMER: "legacy-set-timer",
+    EID_LEGACY_PUTCHAR: "legacy-putchar",
+    EID_LEGACY_GETCHAR: "legacy-getchar",
+    EID_LEGACY_SHUTDOWN: "legacy-shutdown",
+    EID_BASE: "base",
+    EID_TIME: "time",
+    EID_SRST: "srst",
+    EID_DBCN: "dbcn",
+    EID_LABVMM: "labvmm",
+}
+
+MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class SbiEnv(Protocol):
+    """What the SBI handler needs from the VM it serves."""
+
+    vm_id: int
+    vm_count: int
+
+    def guest_read(self, addr: int, length: int) -> bytes | None: ...
+
+    def guest_write(self, addr: int, data: bytes) -> bool: ...
+
+    def console_write(self, data: bytes) -> None: ...
+
+    def console_read(self, limit: int) -> bytes: ...
+
+    def set_timer(self, stime: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class SbiResult:
+    """What to put in a0 (and a1 unless `legacy`), and an exit that ends the slice, if any."""
+
+    error: int
+    value: int = 0
+    legacy: bool = False
+    exit: object | None = None
+
+
+def _signed(value: int) -> int:
+    return value & MASK64
+
+
+def handle_sbi(call: Hypercall, env: SbiEnv) -> SbiResult:
+    """Carry out one SBI call for `env`'s guest and return the result registers."""
+    eid, fid, a = call.eid, call.fid, call.args
+    if eid == EID_LEGACY_PUTCHAR:
+        env.console_write(bytes([a[0] & 0xFF]))
+        return SbiResult(0, legacy=True)
+    if eid == EID_LEGACY_GETCHAR:
+        data = env.console_read(1)
+        return SbiResult(data[0] if data else _signed(-1), legacy=True)
+    if eid == EID_LEGACY_SET_TIMER:
+        env.set_timer(a[0])
+        return SbiResult(0, legacy=True)
+    if eid == EID_LEGACY_SHUTDOWN:
+        return SbiResult(0, legacy=True, exit=Halt(0, "SBI legacy shutdown"))
+    if eid == EID_BASE:
+        return _base(fid, a)
+    if eid == EID_TIME:
+        if fid != 0:
+            return SbiResult(SBI_ERR_NOT_SUPPORTED)
+        env.set_timer(a[0])
+        return SbiResult(SBI_SUCCESS)
+    if eid == EID_SRST:
+        return _srst(fid, a)
+    if eid == EID_DBCN:
+        return _dbcn(fid, a, env)
+    if eid == EID_LABVMM:
+        if fid == LABVMM_YIELD:
+            return SbiResult(SBI_SUCCESS, exit=Yield())
+        if fid == LABVMM_VM_ID:
+            return SbiResult(SBI_SUCCESS, env.vm_id)
+        if fid == LABVMM_VM_COUNT:
+            return SbiResult(SBI_SUCCESS, env.vm_count)
+    return SbiResult(SBI_ERR_NOT_SUPPORTED)
+
+
+def _base(fid: int, a: tuple[int, ...]) -> SbiResult:
+    if fid == 0:
+        return SbiResult(SBI_SUCCESS, SPEC_VERSION)
+    if fid == 1:
+        return SbiResult(SBI_SUCCESS, IMPL_ID)
+    if fid == 2:
+        return SbiResult(SBI_SUCCESS, IMPL_VERSION)
+    if fid == 3:
+        return SbiResult(SBI_SUCCESS, 1 if a[0] in SUPPORTED else 0)
+    if fid in (4, 5, 6):  # mvendorid, marchid, mimpid: labvmm's hart reports 0 for each
+        return SbiResult(SBI_SUCCESS, 0)
+    return SbiResult(SBI_ERR_NOT_SUPPORTED)
+
+
+def _srst(fid: int, a: tuple[int, ...]) -> SbiResult:
+    if fid != 0:
+        return SbiResult(SBI_ERR_NOT_SUPPORTED)
+    kind, reason = a[0] & 0xFFFF_FFFF, a[1] & 0xFFFF_FFFF
+    if kind > SRST_WARM_REBOOT or reason > SRST_REASON_FAILURE:
+        # Reserved or vendor-specific types and reasons (SBI 10.1): not ours to honour.
+        return SbiResult(SBI_ERR_INVALID_PARAM)
+    if kind == SRST_SHUTDOWN:
+        code = 1 if reason == SRST_REASON_FAILURE else 0
+        return SbiResult(SBI_SUCCESS, exit=Halt(code, "SBI system reset: shutdown"))
+    return SbiResult(SBI_SUCCESS, exit=Reset("SBI system reset: reboot"))
+
+
+def _dbcn(fid: int, a: tuple[int, ...], env: SbiEnv) -> SbiResult:
+    if fid == 2:  # console_write_byte
+        env.console_write(bytes([a[0] & 0xFF]))
+        return SbiResult(SBI_SUCCESS)
+    if fid not in (0, 1):
+        return SbiResult(SBI_ERR_NOT_SUPPORTED)
+    length = a[0]
+    addr = (a[1] & MASK64) | ((a[2] & MASK64) << 64)  # base_addr_hi is 0 on rv64 (12.1)
+    if length == 0:
+        return SbiResult(SBI_SUCCESS, 0)
+    if fid == 0:  # console_write
+        data = env.guest_read(addr, length)
+        if data is None:
+            return SbiResult(SBI_ERR_INVALID_PARAM)
+        env.console_write(data)
+        return SbiResult(SBI_SUCCESS, len(data))
+    # console_read: check the whole destination first, then read what is queued
+    if env.guest_read(addr, length) is None:
+        return SbiResult(SBI_ERR_INVALID_PARAM)
+    data = env.console_read(length)
+    if data and not env.guest_write(addr, data):
+        return SbiResult(SBI_ERR_FAILED)
+    return SbiResult(SBI_SUCCESS, len(data))

@@ -1,0 +1,277 @@
+"""The virtual CPU: one RISC-V rv64 hart on one Unicorn instance.
+
+This is the only module that imports unicorn. It runs the guest for a budget of
+instructions and reports what happened as exit values (`labvmm.exits`); it knows nothing
+about devices, SBI or scheduling. Its collaborators are handed in as callables:
+
+- `on_mmio(Mmio) -> int`: a device register access (reads return the value);
+- `on_trap(Trap | Hypercall) -> exit or None`: a synchronous exception or `ecall`; returning
+  an exit value ends the slice with it;
+- `on_fault(Fault)`: an access to unmapped guest-physical memory (always ends the slice).
+
+Counting retired instructions. Unicorn stops exactly after `count` instructions but does not
+report how many ran when it stops earlier (at `wfi`, or when a hook stops it). Its internal
+counter lives in the engine's state; `_CounterLocator` finds it once per process by running
+a calibration program whose instruction count is known, next to the budget it was given, and
+checks the result twice. labvmm pins unicorn 2.1.x, whose layout this relies on; a build
+where the calibration fails is refused with a clear error instead of giving wrong counts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Callable
+
+import unicorn
+from unicorn import riscv_const as rc
+
+from .errors import VcpuError
+from .exits import BudgetDone, Fault, Hypercall, Idle, Mmio, Preempted, Trap
+
+PRIV_U, PRIV_S, PRIV_M = 0, 1, 3
+PRIV_NAMES = {PRIV_U: "U", PRIV_S: "S", PRIV_M: "M"}
+TCG_BUFFER_BYTES = 32 << 20  # Unicorn reserves 1 GiB per instance by default (DESIGN.md)
+
+ABI_NAMES = (
+    "zero ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 "
+    "s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 t3 t4 t5 t6"
+).split()
+
+#: CSRs by name, as the privileged spec spells them (Unicorn's register ids).
+CSR_NAMES = (
+    "mstatus misa medeleg mideleg mie mtvec mcounteren mscratch mepc mcause mtval mip mhartid "
+    "mvendorid marchid mimpid sstatus sie stvec scounteren sscratch sepc scause stval sip satp"
+).split()
+
+_GPR_IDS = {f"x{i}": getattr(rc, f"UC_RISCV_REG_X{i}") for i in range(32)}
+_GPR_IDS.update({name: _GPR_IDS[f"x{i}"] for i, name in enumerate(ABI_NAMES)})
+_GPR_IDS["fp"] = _GPR_IDS["x8"]
+_CSR_IDS = {name: getattr(rc, f"UC_RISCV_REG_{name.upper()}") for name in CSR_NAMES}
+
+_NOP, _WFI = 0x00000013, 0x10500073
+_RAM_BASE = 0x8000_0000
+
+
+class _CounterLocator:
+    """Finds the byte offset of Unicorn's retired-instruction counter in its engine state."""
+
+    offset: int | None = None
+    SCAN_BYTES = 4096
+
+    @classmethod
+    def get(cls) -> int:
+        if cls.offset is None:
+            first = cls._calibrate(nops=5, budget=0x1234_5671)
+            second = cls._calibrate(nops=23, budget=0x2345_6782)
+            if first is None or first != second:
+                raise VcpuError(
+                    f"cannot locate unicorn {unicorn.__version__}'s instruction counter; "
+                    "labvmm needs unicorn 2.1.x"
+                )
+            cls.offset = first
+        return cls.offset
+
+    @classmethod
+    def _calibrate(cls, nops: int, budget: int) -> int | None:
+        uc = unicorn.Uc(unicorn.UC_ARCH_RISCV, unicorn.UC_MODE_RISCV64)
+        uc.mem_map(_RAM_BASE, 4096)
+        prog = b"".join(w.to_bytes(4, "little") for w in [_NOP] * nops + [_WFI] + [_NOP] * 4)
+        uc.mem_write(_RAM_BASE, prog)
+        uc.emu_start(_RAM_BASE, 0, count=budget)
+        base = ctypes.cast(uc._uch, ctypes.c_void_p).value
+        words = (ctypes.c_uint64 * (cls.SCAN_BYTES // 8)).from_address(base)
+        # The counter (instructions run, the wfi included) sits just before the budget.
+        hits = [i * 8 - 8 for i in range(1, len(words)) if words[i] == budget and words[i - 1] == nops + 1]
+        return hits[0] if len(hits) == 1 else None
+
+
+class Vcpu:
+    """One rv64 hart: registers, CSRs, and `run(budget)` returning an exit value."""
+
+    def __init__(
+        self,
+        *,
+        on_mmio: Callable[[Mmio], int],
+        on_trap: Callable[[Trap | Hypercall], object],
+        on_fault: Callable[[Fault], None],
+    ) -> None:
+        self._on_mmio, self._on_trap, self._on_fault = on_mmio, on_trap, on_fault
+        try:
+            self._uc = unicorn.Uc(unicorn.UC_ARCH_RISCV, unicorn.UC_MODE_RISCV64)
+            self._uc.ctl_set_tcg_buffer_size(TCG_BUFFER_BYTES)
+        except unicorn.UcError as exc:
+            raise VcpuError(f"cannot create a RISC-V CPU: {exc}") from exc
+        base = ctypes.cast(self._uc._uch, ctypes.c_void_p).value
+        offset = _CounterLocator.get()
+        self._counter = ctypes.c_uint64.from_address(base + offset)
+        self._budget = ctypes.c_uint64.from_address(base + offset + 8)
+        self._callbacks: list[object] = []  # Unicorn keeps no Python references itself
+        self._stop_exit: object | None = None
+        self._running = False
+        self._uc.hook_add(unicorn.UC_HOOK_INTR, self._hook_intr)
+        self._uc.hook_add(
+            unicorn.UC_HOOK_MEM_READ_UNMAPPED | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED | unicorn.UC_HOOK_MEM_FETCH_UNMAPPED,
+            self._hook_unmapped,
+        )
+        self.priv = PRIV_M
+
+    # -- memory -----------------------------------------------------------------------
+    def map_ram(self, guest_addr: int, host_addr: int, size: int) -> None:
+        """Map `size` bytes of host memory at `guest_addr` (read, write, execute)."""
+        self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_ALL, host_addr)
+
+    def map_mmio(self, base: int, size: int) -> None:
+        """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits."""
+
+        def on_read(uc, offset, size_, _ud):
+            return self._on_mmio(Mmio(base + offset, size_, False))
+
+        def on_write(uc, offset, size_, value, _ud):
+            self._on_mmio(Mmio(base + offset, size_, True, value))
+
+        self._callbacks += [on_read, on_write]
+        self._uc.mmio_map(base, size, on_read, None, on_write, None)
+
+    def read_memory(self, addr: int, size: int) -> bytes | None:
+        """Bytes at guest-physical `addr`, or None where nothing is mapped."""
+        try:
+            return bytes(self._uc.mem_read(addr, size))
+        except unicorn.UcError:
+            return None
+
+    def flush_code(self) -> None:
+        """Drop translated code, after the VMM changed guest code behind the CPU's back."""
+        self._uc.ctl_remove_cache(_RAM_BASE, 0xFFFF_FFFF_FFFF_F000)
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, budget: int) -> tuple[int, object]:
+        """Run up to `budget` instructions; returns (instructions retired, exit value)."""
+        if budget <= 0:
+            raise VcpuError(f"instruction budget must be positive, got {budget}")
+        self._stop_exit = None
+        self._running = True
+        try:
+            self._uc.emu_start(self.pc, 0, count=budget)
+        except unicorn.UcError as exc:
+            if self._stop_exit is None:
+                self._stop_exit = Fault("cpu", self.pc, reason=f"CPU error: {exc}")
+        finally:
+            self._running = False
+        self.priv = self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
+        # The counter includes the instruction at which the count hook stopped the CPU
+        # (not executed); the limit may have been shortened by a hook during the slice.
+        counted, limit = int(self._counter.value), int(self._budget.value)
+        retired = min(counted, limit)
+        if self._stop_exit is not None:
+            return retired, self._stop_exit
+        if counted > limit:
+            return limit, BudgetDone()
+        return retired, Idle(self.pc)
+
+    def retired_in_slice(self) -> int:
+        """Instructions retired so far in the running slice (the current one included)."""
+        return int(self._counter.value) if self._running else 0
+
+    def shorten_slice(self, remaining: int) -> None:
+        """From inside a hook: stop the running slice after `remaining` more instructions."""
+        if self._running:
+            self._budget.value = min(int(self._budget.value), int(self._counter.value) + max(remaining, 0))
+
+    def request_stop(self, exit_value: object | None = None) -> None:
+        """End the running slice after the current instruction (`Preempted` unless given)."""
+        if self._running:
+            self._stop_exit = exit_value if exit_value is not None else Preempted()
+            self._uc.emu_stop()
+
+    # -- hooks ------------------------------------------------------------------------
+    def _hook_intr(self, uc, intno, _ud):
+        pc = uc.reg_read(rc.UC_RISCV_REG_PC)
+        priv = uc.reg_read(rc.UC_RISCV_REG_PRIV)
+        if intno in (8, 9, 11):  # ecall from U, S or M: Unicorn reports them all as 8, PC past it
+            a = [uc.reg_read(_GPR_IDS[f"a{i}"]) for i in range(8)]
+            event = Hypercall(eid=a[7], fid=a[6], args=tuple(a[:6]), pc=pc - 4, privilege=priv)
+        else:
+            event = Trap(cause=intno, pc=pc, privilege=priv)
+        result = self._on_trap(event)
+        if result is not None:
+            self.request_stop(result)
+
+    def _hook_unmapped(self, uc, access, address, size, value, _ud):
+        kind = {
+            unicorn.UC_MEM_READ_UNMAPPED: "read",
+            unicorn.UC_MEM_WRITE_UNMAPPED: "write",
+            unicorn.UC_MEM_FETCH_UNMAPPED: "fetch",
+        }.get(access, "access")
+        pc = uc.reg_read(rc.UC_RISCV_REG_PC)
+        fault = Fault(kind, pc, address, size, f"{kind} of {size} bytes at unmapped 0x{address:x}")
+        self._stop_exit = fault
+        self._on_fault(fault)
+        return False
+
+    # -- registers --------------------------------------------------------------------
+    @property
+    def pc(self) -> int:
+        """The program counter."""
+        return self._uc.reg_read(rc.UC_RISCV_REG_PC)
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self._uc.reg_write(rc.UC_RISCV_REG_PC, value)
+
+    def set_privilege(self, priv: int) -> None:
+        """Change the hart's privilege level (0 U, 1 S, 3 M)."""
+        if priv not in PRIV_NAMES:
+            raise VcpuError(f"privilege must be 0 (U), 1 (S) or 3 (M), got {priv!r}")
+        self.priv = priv
+        self._uc.reg_write(rc.UC_RISCV_REG_PRIV, priv)
+
+    def get_privilege(self) -> int:
+        """The current privilege level (0 U, 1 S, 3 M)."""
+        return self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
+
+    def read_gpr(self, name: str) -> int:
+        """A general register by name: x0-x31 or its ABI name."""
+        return self._uc.reg_read(_GPR_IDS[name])
+
+    def write_gpr(self, name: str, value: int) -> None:
+        """Set a general register by name (writes to x0 are ignored, as on hardware)."""
+        self._uc.reg_write(_GPR_IDS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def read_csr(self, name: str) -> int:
+        """A CSR by name, read with machine privilege (Unicorn checks the current one)."""
+        return self._with_m(lambda: self._uc.reg_read(_CSR_IDS[name]))
+
+    def write_csr(self, name: str, value: int) -> None:
+        """Set a CSR by name with machine privilege."""
+        self._with_m(lambda: self._uc.reg_write(_CSR_IDS[name], value & 0xFFFF_FFFF_FFFF_FFFF))
+
+    def _with_m(self, fn):
+        saved = self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
+        if saved == PRIV_M:
+            return fn()
+        self._uc.reg_write(rc.UC_RISCV_REG_PRIV, PRIV_M)
+        try:
+            return fn()
+        finally:
+            self._uc.reg_write(rc.UC_RISCV_REG_PRIV, saved)
+
+    def gprs(self) -> list[int]:
+        """x0..x31 in order."""
+        return [self._uc.reg_read(_GPR_IDS[f"x{i}"]) for i in range(32)]
+
+    def csrs(self) -> dict[str, int]:
+        """Every CSR labvmm names, read with machine privilege."""
+        return self._with_m(lambda: {n: self._uc.reg_read(i) for n, i in _CSR_IDS.items()})
+
+    def close(self) -> None:
+        """Release the Unicorn instance."""
+        self._callbacks.clear()
+        self._uc = None
+
+
+def is_register_name(name: str) -> bool:
+    """True for x0-x31, ABI names, pc, priv and the CSR names labvmm knows."""
+    return name in _GPR_IDS or name in _CSR_IDS or name in ("pc", "priv")
+
+
+__all__ = ["Vcpu", "PRIV_U", "PRIV_S", "PRIV_M", "ABI_NAMES", "CSR_NAMES", "is_register_name"]

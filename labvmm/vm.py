@@ -1,0 +1,552 @@
+"""A virtual machine: one vCPU, its RAM, the `virt` devices, and its lifecycle.
+
+Lifecycle (an explicit state machine, as Firecracker's vCPU loop):
+
+    created --start--> running <--pause/resume--> paused
+    running/paused/created --stop--> halted ; the guest itself --> halted (exit code) | crashed (reason)
+    any --destroy--> destroyed (frames returned to the host)
+
+The VM runs in slices the host gives it (`run_slice`). Exits from the vCPU are values; the
+functions `handle_mmio` and `handle_trap` below decide what each one means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Callable
+
+from . import sbi, traps
+from .bus import MmioBus
+from .devices import Clint, Plic, TestFinisher, Uart16550
+from .errors import ConfigError, GuestMemoryError, LifecycleError
+from .exits import BudgetDone, Fault, Halt, Hypercall, Idle, Mmio, Preempted, Reset, Trap, Yield
+from .fdt import place_dtb, virt_dtb
+from .loader import Image, resolve_params
+from .memory import GuestMemory
+from .vcpu import ABI_NAMES, CSR_NAMES, PRIV_M, PRIV_NAMES, PRIV_S, PRIV_U, Vcpu
+from .virt import (
+    CLINT_BASE,
+    INSNS_PER_TICK,
+    PLIC_BASE,
+    PLIC_CONTEXT_M,
+    PLIC_CONTEXT_S,
+    TEST_FINISHER_BASE,
+    UART0_BASE,
+    UART0_IRQ,
+)
+
+CONSOLE_LIMIT_BYTES = 1 << 20
+#: When an interrupt is pending and enabled but masked, re-check this often (instructions).
+MASKED_POLL_INSNS = 1000
+#: Exceptions labvmm delegates to S-mode when it is the guest's firmware, as OpenSBI does:
+#: misaligned fetch, breakpoint, ecall from U, and the page faults.
+FIRMWARE_MEDELEG = (1 << 0) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15)
+FIRMWARE_MIDELEG = traps.S_LEVEL
+FIRMWARES = ("guest", "labvmm")
+
+
+class VMState(str, Enum):
+    """Where a VM is in its lifecycle."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"
+    CRASHED = "crashed"
+    DESTROYED = "destroyed"
+
+
+class ConsoleBuffer:
+    """A VM's console output, bounded: past `limit` bytes the oldest are dropped and counted."""
+
+    def __init__(self, limit: int = CONSOLE_LIMIT_BYTES) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+        self.total = 0
+
+    def write(self, data: bytes) -> None:
+        """Append output from the guest."""
+        self.data += data
+        self.total += len(data)
+        excess = len(self.data) - self.limit
+        if excess > 0:
+            del self.data[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        """The retained output, decoded leniently."""
+        return self.data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class VMConfig:
+    """What a VM is made of; the host validates it before anything is allocated."""
+
+    name: str
+    memory_mib: int = 16
+    firmware: str = "guest"
+    params: dict[str, int] = field(default_factory=dict)
+    bootargs: str = ""
+
+
+class VM:
+    """A virtual machine on a host. Create it with `Host.create_vm`, not directly."""
+
+    def __init__(
+        self,
+        *,
+        vm_id: int,
+        config: VMConfig,
+        image: Image,
+        memory: GuestMemory,
+        host_clock: Callable[[], int],
+        vm_count: Callable[[], int],
+    ) -> None:
+        if config.firmware not in FIRMWARES:
+            raise ConfigError(f"firmware must be one of {FIRMWARES}, got {config.firmware!r}")
+        self.id = vm_id
+        self.name = config.name
+        self.config = config
+        self.image = image
+        self.memory = memory
+        self._param_writes = resolve_params(image, config.params)
+        self._host_clock = host_clock
+        self.vm_count = vm_count
+        self.state = VMState.CREATED
+        self.exit_code: int | None = None
+        self.crash_reason: str | None = None
+        self.last_fault: Fault | None = None
+        self.instructions = 0
+        self.slices = 0
+        self.exits: Counter[str] = Counter()
+        self.console = ConsoleBuffer()
+        self.idle = False
+        self.resets = 0
+        self._stimer_deadline: int | None = None  # SBI set_timer value, in mtime ticks
+        self._build_platform()
+        self._boot()
+
+    # -- assembly -----------------------------------------------------------------------
+    def _build_platform(self) -> None:
+        self.bus = MmioBus()
+        self.plic = Plic()
+        self.uart = Uart16550(tx=self.console.write, irq=self._uart_irq_line())
+        self.clint = Clint(clock=self.mtime_ticks, changed=self._timer_changed)
+        self.finisher = TestFinisher(power_off=self._power_off, reset=self._reset_requested)
+        self.bus.attach("test-finisher", TEST_FINISHER_BASE, self.finisher)
+        self.bus.attach("clint", CLINT_BASE, self.clint)
+        self.bus.attach("plic", PLIC_BASE, self.plic)
+        self.bus.attach("uart0", UART0_BASE, self.uart)
+
+    def _uart_irq_line(self):
+        line = self.plic.line(UART0_IRQ)
+
+        def set_level(high: bool) -> None:
+            line(high)
+            self._irq_changed()
+
+        return set_level
+
+    def _boot(self) -> None:
+        """Load the image, write the DTB, and put the hart at the entry point."""
+        self.cpu = Vcpu(on_mmio=self._on_mmio, on_trap=self._on_trap, on_fault=self._on_fault)
+        for guest, host, size in self.memory.host_pointers():
+            self.cpu.map_ram(guest, host, size)
+        for slot in self.bus.slots:
+            self.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF)
+        self.memory.fill(0)
+        for seg in self.image.segments:
+            self.memory.write(seg.address, seg.data)
+        for addr, value in self._param_writes.items():
+            self.memory.write(addr, value.to_bytes(8, "little"))
+        dtb = virt_dtb(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs)
+        self.dtb_address = place_dtb(self.memory.base, self.memory.size, len(dtb))
+        if self.dtb_address < self.image.end:
+            raise ConfigError(
+                f"VM {self.name!r}: {self.memory.size // 1024} KiB of RAM leaves no room for the device tree "
+                f"after the image (ends at 0x{self.image.end:x}); give it more memory"
+            )
+        self.memory.write(self.dtb_address, dtb)
+        # Boot protocol of QEMU's virt and of SBI firmware: a0 = hart id, a1 = DTB address.
+        self.cpu.write_gpr("a0", 0)
+        self.cpu.write_gpr("a1", self.dtb_address)
+        self.cpu.pc = self.image.entry
+        if self.config.firmware == "labvmm":
+            self.cpu.write_csr("medeleg", FIRMWARE_MEDELEG)
+            self.cpu.write_csr("mideleg", FIRMWARE_MIDELEG)
+            self.cpu.write_csr("mcounteren", 0x7)
+            self.cpu.set_privilege(PRIV_S)
+        else:
+            self.cpu.set_privilege(PRIV_M)
+        self._stimer_deadline = None
+        self.idle = False
+
+    # -- time ---------------------------------------------------------------------------
+    def now(self) -> int:
+        """Virtual time in instructions, including those retired so far in this slice."""
+        # The host advances its clock after each slice, so during a slice it still reads
+        # the slice's start.
+        return self._host_clock() + self.cpu.retired_in_slice()
+
+    def mtime_ticks(self) -> int:
+        """mtime: 10 MHz ticks of virtual time since the host started."""
+        return self.now() // INSNS_PER_TICK
+
+    def _insns_for_ticks(self, ticks: int) -> int:
+        # mtime steps every INSNS_PER_TICK instructions; count to the step that reaches it.
+        return ticks * INSNS_PER_TICK - self.now() % INSNS_PER_TICK if ticks > 0 else 0
+
+    def insns_until_event(self) -> int | None:
+        """Instructions of virtual time until this VM's next timer interrupt, if any."""
+        events = []
+        ticks = self.clint.ticks_until_timer()
+        if ticks is not None:
+            events.append(self._insns_for_ticks(ticks))
+        if self._stimer_deadline is not None:
+            events.append(self._insns_for_ticks(max(self._stimer_deadline - self.mtime_ticks(), 0)))
+        return min(events) if events else None
+
+    def _timer_changed(self) -> None:
+        # A new mtimecmp may be sooner than the end of this slice: end the slice there.
+        until = self.insns_until_event()
+        if until is not None:
+            self.cpu.shorten_slice(until)
+
+    def _irq_changed(self) -> None:
+        self._sync_s_interrupts()
+        if self._pending_m_interrupts():
+            self.cpu.shorten_slice(0)  # take it at the next instruction boundary
+
+    # -- interrupts -----------------------------------------------------------------------
+    def _pending_m_interrupts(self) -> int:
+        pending = 0
+        if self.clint.timer_pending():
+            pending |= traps.MIP_MTIP
+        if self.clint.state.msip:
+            pending |= traps.MIP_MSIP
+        if self.plic.context_pending(PLIC_CONTEXT_M):
+            pending |= traps.MIP_MEIP
+        return pending
+
+    def _sync_s_interrupts(self) -> int:
+        """Drive mip.STIP and mip.SEIP from the SBI timer and the PLIC; returns mip."""
+        want = 0
+        if self._stimer_deadline is not None and self.mtime_ticks() >= self._stimer_deadline:
+            want |= traps.MIP_STIP
+        if self.plic.context_pending(PLIC_CONTEXT_S):
+            want |= traps.MIP_SEIP
+        mip = self.cpu.read_csr("mip")
+        new = (mip & ~(traps.MIP_STIP | traps.MIP_SEIP)) | want
+        if new != mip:
+            self.cpu.write_csr("mip", new)
+        return new
+
+    def interrupt_pending(self) -> bool:
+        """True when an interrupt enabled in mie is pending (what wakes a hart from wfi)."""
+        pending = self._pending_m_interrupts() | self._sync_s_interrupts()
+        return bool(pending & self.cpu.read_csr("mie"))
+
+    def _deliver_interrupts(self) -> None:
+        self._sync_s_interrupts()
+        cause = traps.deliverable_m_interrupt(self.cpu, self._pending_m_interrupts())
+        if cause is not None:
+            traps.enter_trap(self.cpu, cause, self.cpu.pc, 0, interrupt=True)
+            self.exits["interrupt"] += 1
+            self.idle = False
+
+    def _masked_interrupt_waiting(self) -> bool:
+        pending = self._pending_m_interrupts() & self.cpu.read_csr("mie")
+        return bool(pending) and traps.deliverable_m_interrupt(self.cpu, pending) is None
+
+    # -- running --------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True when the VM is running and has work: not idle, or an interrupt wakes it."""
+        if self.state != VMState.RUNNING:
+            return False
+        if self.idle and self.interrupt_pending():
+            self.idle = False
+        return not self.idle
+
+    def run_slice(self, budget: int) -> tuple[int, object]:
+        """Run up to `budget` instructions from the host's current virtual time."""
+        if self.state != VMState.RUNNING:
+            raise LifecycleError(f"VM {self.name!r} is {self.state.value}, expected running to run a slice")
+        self._deliver_interrupts()
+        until = self.insns_until_event()
+        if until:  # a timer due later: end the slice when it fires (0 = already pending)
+            budget = min(budget, until)
+        if self._masked_interrupt_waiting():
+            budget = min(budget, MASKED_POLL_INSNS)
+        retired, exit_value = self.cpu.run(budget)
+        self.instructions += retired
+        self.slices += 1
+        self._account(exit_value)
+        return retired, exit_value
+
+    def _account(self, exit_value: object) -> None:
+        if isinstance(exit_value, BudgetDone):
+            self.exits["budget"] += 1
+        elif isinstance(exit_value, Idle):
+            self.exits["idle"] += 1
+            self.idle = True
+        elif isinstance(exit_value, Yield):
+            self.exits["yield"] += 1
+        elif isinstance(exit_value, Preempted):
+            self.exits["preempted"] += 1
+        elif isinstance(exit_value, Halt):
+            self.exits["halt"] += 1
+            self.state, self.exit_code = VMState.HALTED, exit_value.exit_code
+        elif isinstance(exit_value, Reset):
+            self.exits["reset"] += 1
+            self.resets += 1
+            self._build_platform_keep_io()
+            self._boot()
+        elif isinstance(exit_value, Fault):
+            self.exits["fault"] += 1
+            self.last_fault = exit_value
+            self.state, self.crash_reason = VMState.CRASHED, exit_value.reason
+
+    def _build_platform_keep_io(self) -> None:
+        for dev in (self.clint, self.plic, self.uart):
+            dev.reset()
+
+    # -- exit callbacks from the vCPU -----------------------------------------------------
+    def _on_mmio(self, access: Mmio) -> int:
+        self.exits["mmio"] += 1
+        try:
+            return handle_mmio(self, access)
+        except Exception as exc:  # a device bug must not take the host down
+            self.cpu.request_stop(Fault("vmm", self.cpu.pc, access.address, access.size, f"device error: {exc!r}"))
+            return 0
+
+    def _on_trap(self, event: Trap | Hypercall):
+        try:
+            return handle_trap(self, event)
+        except Exception as exc:
+            return Fault("vmm", self.cpu.pc, reason=f"VMM error handling {event}: {exc!r}")
+
+    def _on_fault(self, fault: Fault) -> None:
+        self.last_fault = fault
+
+    def _power_off(self, code: int) -> None:
+        self.cpu.request_stop(Halt(code, "test finisher"))
+
+    def _reset_requested(self) -> None:
+        self.cpu.request_stop(Reset("test finisher"))
+
+    # -- SbiEnv for sbi.handle_sbi --------------------------------------------------------
+    @property
+    def vm_id(self) -> int:
+        """The VM's id on its host (what labvmm's "which VM am I" call returns)."""
+        return self.id
+
+    def guest_read(self, addr: int, length: int) -> bytes | None:
+        """Guest RAM bytes, or None when the range is not entirely inside RAM."""
+        return self.memory.read(addr, length) if self.memory.contains(addr, length) else None
+
+    def guest_write(self, addr: int, data: bytes) -> bool:
+        """Write guest RAM; False when the range is not entirely inside RAM."""
+        if not self.memory.contains(addr, len(data)):
+            return False
+        self.memory.write(addr, data)
+        return True
+
+    def console_write(self, data: bytes) -> None:
+        """Output through the SBI console lands where the UART's does."""
+        self.console.write(data)
+
+    def console_read(self, limit: int) -> bytes:
+        """SBI console input comes from the UART's input queue."""
+        return self.uart.take_input(limit)
+
+    def set_timer(self, stime: int) -> None:
+        """SBI set_timer: arm the S-mode timer and clear its pending bit (SBI 6.1)."""
+        self._stimer_deadline = stime & 0xFFFF_FFFF_FFFF_FFFF
+        mip = self.cpu.read_csr("mip")
+        if mip & traps.MIP_STIP:
+            self.cpu.write_csr("mip", mip & ~traps.MIP_STIP)
+        self._timer_changed()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _require(self, action: str, *allowed: VMState) -> None:
+        if self.state not in allowed:
+            expected = " or ".join(s.value for s in allowed)
+            raise LifecycleError(f"cannot {action} VM {self.name!r}: it is {self.state.value} (expected {expected})")
+
+    def start(self) -> None:
+        """created -> running."""
+        self._require("start", VMState.CREATED)
+        self.state = VMState.RUNNING
+
+    def pause(self) -> None:
+        """running -> paused."""
+        self._require("pause", VMState.RUNNING)
+        self.state = VMState.PAUSED
+
+    def resume(self) -> None:
+        """paused -> running."""
+        self._require("resume", VMState.PAUSED)
+        self.state = VMState.RUNNING
+
+    def stop(self) -> None:
+        """Power the VM off from outside (created, running or paused -> halted, no exit code)."""
+        self._require("stop", VMState.CREATED, VMState.RUNNING, VMState.PAUSED)
+        self.state = VMState.HALTED
+
+    def _destroyed(self) -> None:
+        self.state = VMState.DESTROYED
+        self.cpu.close()
+
+    # -- input and inspection -----------------------------------------------------------
+    def send_input(self, data: bytes | str) -> None:
+        """Queue bytes for the VM's UART receiver (and SBI console reads)."""
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ConfigError(f"input must be bytes or str, got {type(data).__name__}")
+        self._require("send input to", VMState.CREATED, VMState.RUNNING, VMState.PAUSED)
+        self.uart.feed(bytes(data))
+
+    def console_text(self) -> str:
+        """Everything the guest printed (the newest `CONSOLE_LIMIT_BYTES`)."""
+        return self.console.text()
+
+    def reg(self, name: str) -> int:
+        """A register by name: x0-x31, ABI names, pc, priv, or a CSR (mstatus, satp, ...)."""
+        if self.state == VMState.DESTROYED:
+            raise LifecycleError(f"VM {self.name!r} is destroyed")
+        key = name.lower()
+        if key == "pc":
+            return self.cpu.pc
+        if key in ("priv", "privilege"):
+            return self.cpu.get_privilege()
+        if key in CSR_NAMES:
+            return self.cpu.read_csr(key)
+        try:
+            return self.cpu.read_gpr(key)
+        except KeyError:
+            raise ConfigError(
+                f"no register named {name!r} (expected x0-x31, an ABI name like a0 or sp, pc, priv, "
+                f"or a CSR: {', '.join(CSR_NAMES)})"
+            ) from None
+
+    def registers(self) -> dict[str, int]:
+        """pc, privilege, the 32 general registers by ABI name, and the CSRs labvmm names."""
+        out = {"pc": self.cpu.pc, "priv": self.cpu.get_privilege()}
+        out.update(zip(ABI_NAMES, self.cpu.gprs()))
+        out.update(self.cpu.csrs())
+        return out
+
+    def read_memory(self, addr: int, length: int) -> bytes:
+        """Guest-physical RAM bytes (raises GuestMemoryError outside RAM)."""
+        return self.memory.read(addr, length)
+
+    def state_hash(self) -> str:
+        """SHA-256 over everything that defines the VM's state (registers, RAM, devices, output)."""
+        h = hashlib.sha256()
+        h.update(repr((self.name, self.state.value, self.exit_code, self.crash_reason, self.instructions)).encode())
+        if self.state != VMState.DESTROYED:
+            h.update(repr(sorted(self.registers().items())).encode())
+            h.update(self.memory.digest())
+            for dev in (self.clint, self.plic, self.uart, self.finisher):
+                h.update(repr(asdict(dev.state)).encode())
+        h.update(bytes(self.console.data))
+        return h.hexdigest()
+
+    def report(self) -> dict:
+        """A plain-data summary (the CLI's JSON per VM)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "exit_code": self.exit_code,
+            "crash_reason": self.crash_reason,
+            "instructions": self.instructions,
+            "slices": self.slices,
+            "memory_kib": self.memory.size // 1024,
+            "privilege": PRIV_NAMES.get(self.cpu.get_privilege(), "?") if self.state != VMState.DESTROYED else None,
+            "console": self.console_text(),
+            "console_bytes": self.console.total,
+            "console_dropped": self.console.dropped,
+            "exits": dict(sorted(self.exits.items())),
+            "state_hash": self.state_hash(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<VM {self.id} {self.name!r} {self.state.value} insns={self.instructions}>"
+
+
+# -- exit handlers: plain functions over a VM --------------------------------------------
+def handle_mmio(vm: VM, access: Mmio) -> int:
+    """Dispatch a device register access; an address with no device stops the VM."""
+    slot = vm.bus.find(access.address)
+    if slot is None:
+        vm.cpu.request_stop(
+            Fault("mmio", vm.cpu.pc, access.address, access.size, f"no device at 0x{access.address:x}")
+        )
+        return 0
+    offset = access.address - slot.base
+    if access.is_write:
+        slot.device.write(offset, access.size, access.value)
+        return 0
+    return slot.device.read(offset, access.size) & ((1 << (8 * access.size)) - 1)
+
+
+def handle_trap(vm: VM, event: Trap | Hypercall):
+    """Decide what an ecall or exception means: SBI call, emulated CSR, or a trap to the guest."""
+    cpu = vm.cpu
+    if isinstance(event, Hypercall):
+        if _is_sbi_call(vm, event):
+            vm.exits["hypercall"] += 1
+            result = sbi.handle_sbi(event, vm)
+            cpu.write_gpr("a0", result.error)
+            if not result.legacy:
+                cpu.write_gpr("a1", result.value)
+            return result.exit
+        cause = {PRIV_U: traps.CAUSE_ECALL_U, PRIV_S: traps.CAUSE_ECALL_S}.get(event.privilege, traps.CAUSE_ECALL_M)
+        return _deliver(vm, cause, event.pc, 0)
+    epc = event.pc - 4  # Unicorn reports exceptions with the PC advanced by 4
+    if event.cause == traps.CAUSE_ILLEGAL_INSTRUCTION:
+        raw = cpu.read_memory(epc, 4) or b""
+        inst = int.from_bytes(raw.ljust(4, b"\0"), "little")
+        if len(raw) == 4 and traps.emulate_csr(cpu, inst, epc, vm.mtime_ticks()):
+            vm.exits["emulated"] += 1
+            return None
+        if len(raw) >= 2 and traps.instruction_length(inst & 0xFFFF) == 2:
+            inst &= 0xFFFF
+        return _deliver(vm, event.cause, epc, inst)
+    tval = epc if event.cause in (traps.CAUSE_BREAKPOINT, traps.CAUSE_MISALIGNED_FETCH) else 0
+    return _deliver(vm, event.cause, epc, tval)
+
+
+def _is_sbi_call(vm: VM, call: Hypercall) -> bool:
+    if call.privilege == PRIV_U:
+        return False  # U-mode ecalls always belong to the guest's own kernel
+    if vm.config.firmware == "labvmm":
+        return call.privilege == PRIV_S
+    # The guest is its own firmware; an M-mode ecall with no trap handler installed is taken
+    # as an SBI call, so tiny bare-metal programs can use the SBI console.
+    return call.privilege == PRIV_M and vm.cpu.read_csr("mtvec") == 0
+
+
+def _deliver(vm: VM, cause: int, epc: int, tval: int):
+    """Enter the guest's trap handler, or stop the VM when it has none to enter."""
+    target, handler = traps.enter_trap(vm.cpu, cause, epc, tval)
+    if not vm.memory.contains(handler, 4):
+        return Fault(
+            "trap",
+            epc,
+            tval,
+            0,
+            f"exception cause {cause} at pc 0x{epc:x} and no trap handler "
+            f"({'m' if target == PRIV_M else 's'}tvec = 0x{handler:x} is outside RAM)",
+        )
+    vm.exits["trap"] += 1
+    return None
+
+
+__all__ = ["VM", "VMConfig", "VMState", "ConsoleBuffer", "handle_mmio", "handle_trap", "GuestMemoryError"]

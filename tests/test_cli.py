@@ -1,0 +1,180 @@
+"""The `labvmm` command line: runs, JSON reports, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from labvmm.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `python -m labvmm.cli ARGS` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "labvmm.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def strip_wall(report: dict) -> dict:
+    """The report without its wall-clock figure (the only non-deterministic field)."""
+    report = json.loads(json.dumps(report))
+    report["host"].pop("wall_time_seconds")
+    return report
+
+
+def test_four_guests_on_one_host_report_json_identically_twice():
+    """`labvmm run hello compute timer sbi-hello --json` gives identical JSON on two runs, wall time aside."""
+    first = run_cli("run", "hello", "compute", "timer", "sbi-hello", "--json")
+    second = run_cli("run", "hello", "compute", "timer", "sbi-hello", "--json")
+    assert first.returncode == 0, first.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert strip_wall(a) == strip_wall(b)
+    assert [vm["name"] for vm in a["vms"]] == ["hello", "compute", "timer", "sbi-hello"]
+    assert all(vm["state"] == "halted" and vm["exit_code"] == 0 for vm in a["vms"])
+    assert a["host"]["wall_time_seconds"] >= 0
+
+
+def test_json_report_has_the_documented_fields():
+    """Each VM has name, state, exit code, instructions, console and exits by reason; the host has times."""
+    out = run_cli("run", "hello", "--json")
+    report = json.loads(out.stdout)
+    vm = report["vms"][0]
+    for key in ("name", "state", "exit_code", "instructions", "console", "exits", "crash_reason", "state_hash"):
+        assert key in vm
+    assert vm["console"].startswith("Hello from a labvmm guest!")
+    assert vm["exits"]["mmio"] > 0
+    for key in ("virtual_time_insns", "virtual_time_seconds", "wall_time_seconds", "stopped_because", "state_hash"):
+        assert key in report["host"]
+    assert report["schema"] == 1
+
+
+def test_text_output_shows_consoles_and_summary(capsys):
+    """Without --json, each VM's console is printed followed by a summary table."""
+    assert main(["run", "hello", "timer"]) == 0
+    out = capsys.readouterr().out
+    assert "--- hello (VM 1) console ---" in out and "tick 5" in out
+    assert "--- summary ---" in out and "virtual time" in out
+
+
+def test_input_reaches_the_named_vm(capsys):
+    """--input VM=TEXT with escapes feeds that VM's UART."""
+    assert main(["run", "hello", "echo", "--input", "echo=ab\\r\\x04", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    echo = report["vms"][1]
+    assert "ab\r\n" in echo["console"] and echo["state"] == "halted"
+
+
+def test_param_sets_a_guest_parameter(capsys):
+    """--param compute.iterations=N changes the compute guest's work."""
+    assert main(["run", "compute", "--param", "compute.iterations=1000", "--json"]) == 0
+    vm = json.loads(capsys.readouterr().out)["vms"][0]
+    assert "iterations 1000\n" in vm["console"]
+    assert vm["instructions"] < 100_000
+
+
+def test_duplicate_images_get_distinct_names(capsys):
+    """Running the same guest twice names the second VM NAME-2."""
+    assert main(["run", "hello", "hello", "--json"]) == 0
+    names = [vm["name"] for vm in json.loads(capsys.readouterr().out)["vms"]]
+    assert names == ["hello", "hello-2"]
+
+
+def test_max_insns_stops_a_run_and_reports_it(capsys):
+    """--max-insns bounds virtual time and the report says why the run stopped."""
+    assert main(["run", "compute", "--max-insns", "250000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["host"]["stopped_because"] == "max-insns"
+    assert report["host"]["virtual_time_insns"] == 250_000
+    assert report["vms"][0]["state"] == "running"
+
+
+def test_guests_lists_every_builtin(capsys):
+    """`labvmm guests` lists the built-in guests with their mode and parameters."""
+    assert main(["guests"]) == 0
+    out = capsys.readouterr().out
+    for name in ("hello", "compute", "timer", "sbi-hello", "echo", "memtest"):
+        assert name in out
+    assert "iterations=1000000" in out
+
+
+def test_demo_runs_and_explains(capsys):
+    """`labvmm demo` runs the built-in guests and prints their consoles and a summary."""
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "memtest OK" in out and "--- summary ---" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "no-such-guest"], "no guest image file or built-in guest named 'no-such-guest'"),
+        (["run", "hello", "--memory-mib", "8", "--vm-memory-mib", "16"], "memory_mib must be at most 8"),
+        (["run", "hello", "hello", "hello", "--memory-mib", "40"], "KiB free"),
+        (["run", "hello", "--param", "hello.nope=1"], "has no parameter 'nope'"),
+        (["run", "hello", "--param", "oops"], "expects VM.NAME=VALUE"),
+        (["run", "compute", "--param", "compute.iterations=lots"], "is not an integer"),
+        (["run", "./missing.elf"], "does not exist"),
+        (["run", "."], "is a directory"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_status_2(args, fragment, capsys):
+    """Bad input prints one `labvmm: error:` line naming the problem and returns 2, no traceback."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert err.startswith("labvmm: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "is empty"),
+        (b"\x7fELF\x02\x01\x01" + b"\0" * 9, "not a valid ELF"),
+        (None, "expected 64-bit"),
+        (None, "expected EM_RISCV"),
+        (b"\x13\x00\x00\x00" * ((17 << 20) // 4), "does not fit in RAM"),
+    ],
+)
+def test_bad_images_give_one_line_errors(tmp_path, content, fragment, capsys):
+    """Malformed, truncated, wrong-architecture and oversized images get a one-line error each."""
+    from labvmm import builtin_guests
+
+    data = builtin_guests()["hello"].path.read_bytes()
+    if content is None and "64-bit" in fragment:
+        content = data[:4] + b"\x01" + data[5:]  # EI_CLASS = ELFCLASS32
+    elif content is None:
+        content = data[:18] + (62).to_bytes(2, "little") + data[20:]  # e_machine = EM_X86_64
+    path = tmp_path / "bad.elf"
+    path.write_bytes(content)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+
+
+def test_argument_errors_exit_2_without_traceback():
+    """A bad option value is refused by the parser with status 2."""
+    done = run_cli("run", "hello", "--quantum", "0")
+    assert done.returncode == 2
+    assert "expected a positive integer" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_crashing_guest_gives_status_1(tmp_path, capsys):
+    """A guest that jumps to unmapped memory crashes; the run reports it and returns 1."""
+    # auipc t0, 0 ; jalr x0, 0(x0): jump to address 0, where nothing is mapped
+    raw = (0x00000297).to_bytes(4, "little") + (0x00000067).to_bytes(4, "little")
+    path = tmp_path / "wild.bin"
+    path.write_bytes(raw)
+    assert main(["run", str(path), "hello", "--json"]) == 1
+    vms = json.loads(capsys.readouterr().out)["vms"]
+    assert vms[0]["state"] == "crashed" and "0x0" in vms[0]["crash_reason"]
+    assert vms[1]["state"] == "halted" and vms[1]["exit_code"] == 0
+
+
+def test_module_entry_point_works_without_install():
+    """`python -m labvmm.cli --version` prints the version."""
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.startswith("labvmm ")
