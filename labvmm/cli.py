@@ -25,6 +25,7 @@ from .vm import VMState
 
 JSON_SCHEMA_VERSION = 1
 DEMO_GUESTS = ("hello", "compute", "timer", "sbi-hello", "memtest")
+DEMO_VM_MEMORY_MIB = 16  # memtest walks all of its RAM: keep the demo quick
 
 
 class UsageError(LabvmmError):
@@ -193,7 +194,7 @@ def _demo_command(args) -> int:
     ns = argparse.Namespace(
         images=list(DEMO_GUESTS),
         memory_mib=DEFAULT_HOST_MEMORY_MIB,
-        vm_memory_mib=DEFAULT_VM_MEMORY_MIB,
+        vm_memory_mib=DEMO_VM_MEMORY_MIB,
         quantum=DEFAULT_QUANTUM,
         max_insns=None,
         input=[],

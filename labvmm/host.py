@@ -24,8 +24,9 @@ from .virt import KERNEL_BASE, RAM_BASE, insns_to_seconds
 from .vm import FIRMWARES, VM, VMConfig, VMState
 
 DEFAULT_QUANTUM = 100_000
-DEFAULT_HOST_MEMORY_MIB = 256
-DEFAULT_VM_MEMORY_MIB = 16
+DEFAULT_HOST_MEMORY_MIB = 1024
+#: The same RAM size as QEMU's virt machine by default, so programs written for it fit.
+DEFAULT_VM_MEMORY_MIB = 128
 MAX_NAME_LENGTH = 64
 
 
@@ -100,7 +101,12 @@ class Host:
         default_name, path, info = resolve(image)
         name = default_name if name is None else name
         self._check_name(name)
-        memory_mib = _check_positive_int("memory_mib", memory_mib, self.memory_mib)
+        memory_mib = _check_positive_int("memory_mib", memory_mib)
+        if memory_mib > self.memory_mib:
+            raise OutOfMemoryError(
+                f"VM {name!r}: memory_mib {memory_mib} is larger than the host's whole pool "
+                f"({self.memory_mib} MiB); create the Host with more memory_mib"
+            )
         if quota_mib is not None:
             _check_positive_int("quota_mib", quota_mib)
             if memory_mib > quota_mib:

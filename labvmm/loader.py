@@ -123,6 +123,12 @@ def _parse_elf(data: bytes, name: str) -> Image:
         raise ImageError(f"guest image {name!r} is not a valid ELF file: {type(exc).__name__}: {exc}") from exc
     if not any(s.address <= entry < s.end for s in segments):
         raise ImageError(f"guest image {name!r}: entry point 0x{entry:x} is outside its loaded segments")
+    for param, addr in params.items():
+        # A parameter is patched into the image's own data; a symbol elsewhere is malformed.
+        if not any(s.address <= addr and addr + 8 <= s.end for s in segments):
+            raise ImageError(
+                f"guest image {name!r}: parameter {param!r} at 0x{addr:x} is outside its loaded segments"
+            )
     return Image(name, entry, tuple(segments), params, kind="elf")
 
 

@@ -49,7 +49,12 @@ class FramePool:
             raise ConfigError(f"host memory_mib {memory_mib} is larger than the 65536 MiB labvmm supports")
         self.size = memory_mib * MIB
         self.frame_count = self.size // PAGE_SIZE
-        self._buffer = mmap.mmap(-1, self.size)
+        # Private, not mmap's default MAP_SHARED: only private anonymous pages read back as
+        # zero after MADV_DONTNEED (madvise(2)), which `zero` relies on to scrub freed frames.
+        if hasattr(mmap, "MAP_PRIVATE"):
+            self._buffer = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0))
+        else:  # pragma: no cover - Windows: no flags, no madvise (zero() copies instead)
+            self._buffer = mmap.mmap(-1, self.size)
         # The host address of the buffer, for Unicorn's mem_map_ptr. Keeping the ctypes
         # object alive pins the buffer (mmap refuses to close while it is exported).
         self._pin = ctypes.c_char.from_buffer(self._buffer)
@@ -71,7 +76,8 @@ class FramePool:
 
         Prefers one contiguous run (first fit), then the fewest, largest runs: Unicorn's
         mapping cost grows with the number of regions. All or nothing: on failure no frame
-        changes hands. The frames are zeroed.
+        changes hands. Free frames are always zero (see `release`), so the VM starts with
+        zeroed RAM without the host touching it.
         """
         if frames <= 0:
             raise ConfigError(f"a VM needs at least one frame, got {frames}")
@@ -88,7 +94,6 @@ class FramePool:
             addr += length * PAGE_SIZE
         for run in runs:
             self.owner[run.first_frame : run.first_frame + run.frames] = owner
-            self.view[run.first_frame * PAGE_SIZE : (run.first_frame + run.frames) * PAGE_SIZE] = bytes(run.size)
         return runs
 
     def _pick_runs(self, frames: int) -> list[tuple[int, int]]:
@@ -109,11 +114,24 @@ class FramePool:
         return sorted(picked)
 
     def release(self, owner: int) -> int:
-        """Return every frame of `owner` to the pool; returns how many."""
+        """Return every frame of `owner` to the pool, zeroed; returns how many."""
         mask = self.owner == owner
         count = int(np.count_nonzero(mask))
+        padded = np.concatenate(([False], mask, [False])).view(np.int8)
+        edges = np.flatnonzero(np.diff(padded))
+        for start, end in zip(edges[0::2], edges[1::2]):
+            self.zero(int(start), int(end - start))
         self.owner[mask] = FREE
         return count
+
+    def zero(self, first_frame: int, frames: int) -> None:
+        """Zero frames by handing their pages back to the OS (no copy, no resident memory)."""
+        offset, length = first_frame * PAGE_SIZE, frames * PAGE_SIZE
+        if hasattr(mmap, "MADV_DONTNEED"):
+            # Private anonymous pages read back as zero after MADV_DONTNEED (madvise(2)).
+            self._buffer.madvise(mmap.MADV_DONTNEED, offset, length)
+        else:  # pragma: no cover - platforms without madvise
+            self.view[offset : offset + length] = bytes(length)
 
     def snapshot(self) -> np.ndarray:
         """A copy of the ownership table (frame -> owner id, -1 free)."""
@@ -138,7 +156,7 @@ class GuestMemory:
         """Raise GuestMemoryError unless [addr, addr+length) lies inside RAM."""
         if not self.contains(addr, length):
             raise GuestMemoryError(
-                f"guest range 0x{addr:x}+0x{length:x} is outside RAM "
+                f"guest range {addr:#x}+{length:#x} is outside RAM "
                 f"0x{self.base:x}-0x{self.end:x}"
             )
 
@@ -152,6 +170,7 @@ class GuestMemory:
 
     def read(self, addr: int, length: int) -> bytes:
         """Read `length` bytes at guest-physical `addr`."""
+        self.check(addr, length)  # before allocating: a bad length must not become a host error
         out = bytearray(length)
         for off, host, n in self._pieces(addr, length):
             out[off : off + n] = self._pool.view[host : host + n]
@@ -167,11 +186,10 @@ class GuestMemory:
         """Read a little-endian 64-bit word."""
         return int.from_bytes(self.read(addr, 8), "little")
 
-    def fill(self, value: int = 0) -> None:
-        """Set every byte of RAM to `value`."""
+    def clear(self) -> None:
+        """Zero the whole RAM (a reset), without making it resident."""
         for run in self.runs:
-            start = run.first_frame * PAGE_SIZE
-            self._pool.view[start : start + run.size] = bytes([value]) * run.size
+            self._pool.zero(run.first_frame, run.frames)
 
     def digest(self) -> bytes:
         """SHA-256 of the whole RAM, in guest address order."""

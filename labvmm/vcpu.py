@@ -235,7 +235,9 @@ class Vcpu:
 
     def write_gpr(self, name: str, value: int) -> None:
         """Set a general register by name (writes to x0 are ignored, as on hardware)."""
-        self._uc.reg_write(_GPR_IDS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+        reg = _GPR_IDS[name]
+        if reg != _GPR_IDS["x0"]:  # Unicorn would store it, and reg_read would report it
+            self._uc.reg_write(reg, value & 0xFFFF_FFFF_FFFF_FFFF)
 
     def read_csr(self, name: str) -> int:
         """A CSR by name, read with machine privilege (Unicorn checks the current one)."""

@@ -62,7 +62,7 @@ def test_guest_prints_the_same_on_qemu_and_labvmm(name):
 
 def test_param_patched_compute_matches_qemu_default_run():
     """The default iteration count in the image equals the one labvmm reports when not patched."""
-    host = Host(memory_mib=64)
+    host = Host(memory_mib=256)
     vm = host.create_vm("compute", params={"iterations": builtin_guests()["compute"].params["iterations"]})
     host.run()
     assert bytes(vm.console.data) == run_on_qemu(str(builtin_guests()["compute"].path), b"")
