@@ -108,6 +108,7 @@ class Vcpu:
         self._callbacks: list[object] = []  # Unicorn keeps no Python references itself
         self._stop_exit: object | None = None
         self._running = False
+        self._in_mmio = False
         self._uc.hook_add(unicorn.UC_HOOK_INTR, self._hook_intr)
         self._uc.hook_add(
             unicorn.UC_HOOK_MEM_READ_UNMAPPED | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED | unicorn.UC_HOOK_MEM_FETCH_UNMAPPED,
@@ -124,10 +125,18 @@ class Vcpu:
         """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits."""
 
         def on_read(uc, offset, size_, _ud):
-            return self._on_mmio(Mmio(base + offset, size_, False))
+            self._in_mmio = True
+            try:
+                return self._on_mmio(Mmio(base + offset, size_, False))
+            finally:
+                self._in_mmio = False
 
         def on_write(uc, offset, size_, value, _ud):
-            self._on_mmio(Mmio(base + offset, size_, True, value))
+            self._in_mmio = True
+            try:
+                self._on_mmio(Mmio(base + offset, size_, True, value))
+            finally:
+                self._in_mmio = False
 
         self._callbacks += [on_read, on_write]
         self._uc.mmio_map(base, size, on_read, None, on_write, None)
@@ -181,7 +190,12 @@ class Vcpu:
         """End the running slice after the current instruction (`Preempted` unless given)."""
         if self._running:
             self._stop_exit = exit_value if exit_value is not None else Preempted()
-            self._uc.emu_stop()
+            if self._in_mmio:
+                # emu_stop inside an MMIO callback abandons the access: the load result is
+                # dropped, the pc stays on it and the next slice repeats the device access.
+                self.shorten_slice(0)
+            else:
+                self._uc.emu_stop()
 
     # -- hooks ------------------------------------------------------------------------
     def _hook_intr(self, uc, intno, _ud):

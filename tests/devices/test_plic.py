@@ -1,0 +1,177 @@
+"""Tests for labvmm.devices.plic: priorities, enables, thresholds, claim and complete.
+
+Rules from the RISC-V PLIC specification 1.0.0, cited by chapter title: "Interrupt
+Gateways", "Interrupt Priorities", "Interrupt Pending Bits", "Interrupt Enables",
+"Priority Thresholds", "Interrupt Claim Process", "Interrupt Completion".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from labvmm.devices.plic import (
+    CONTEXT,
+    CONTEXT_STRIDE,
+    ENABLE,
+    ENABLE_STRIDE,
+    MAX_PRIORITY,
+    PENDING,
+    PRIORITY,
+    SOURCES,
+    Plic,
+)
+
+M, S = 0, 1  # hart 0's contexts on QEMU's virt
+
+
+@pytest.fixture
+def plic() -> Plic:
+    """A PLIC at power-on."""
+    return Plic()
+
+
+def set_priority(plic: Plic, source: int, priority: int) -> None:
+    plic.write(PRIORITY + 4 * source, 4, priority)
+
+
+def enable(plic: Plic, context: int, *sources: int) -> None:
+    mask = 0
+    for s in sources:
+        mask |= 1 << s
+    for word in range(3):
+        plic.write(ENABLE + context * ENABLE_STRIDE + 4 * word, 4, (mask >> (32 * word)) & 0xFFFF_FFFF)
+
+
+def threshold(plic: Plic, context: int, value: int) -> None:
+    plic.write(CONTEXT + context * CONTEXT_STRIDE, 4, value)
+
+
+def claim(plic: Plic, context: int) -> int:
+    return plic.read(CONTEXT + context * CONTEXT_STRIDE + 4, 4)
+
+
+def complete(plic: Plic, context: int, source: int) -> None:
+    plic.write(CONTEXT + context * CONTEXT_STRIDE + 4, 4, source)
+
+
+def test_priorities_read_back_clamped_to_seven(plic):
+    """Each source has a priority register (Interrupt Priorities); larger values are clamped."""
+    set_priority(plic, 10, 3)
+    set_priority(plic, 95, 0xFFFF)
+    assert plic.read(PRIORITY + 4 * 10, 4) == 3
+    assert plic.read(PRIORITY + 4 * 95, 4) == MAX_PRIORITY
+
+
+def test_source_0_does_not_exist(plic):
+    """Source 0 does not exist: its priority and enable bit stay zero (Interrupt Priorities)."""
+    set_priority(plic, 0, 5)
+    enable(plic, M, 0, 1)
+    assert plic.read(PRIORITY, 4) == 0
+    assert plic.read(ENABLE, 4) == 0b10
+
+
+def test_enables_and_thresholds_are_per_context(plic):
+    """Enable words and thresholds of the M and S contexts are separate (Interrupt Enables)."""
+    enable(plic, M, 10, 40)
+    enable(plic, S, 33)
+    threshold(plic, M, 2)
+    threshold(plic, S, 9)
+    assert plic.read(ENABLE, 4) == 1 << 10
+    assert plic.read(ENABLE + 4, 4) == 1 << (40 - 32)
+    assert plic.read(ENABLE + ENABLE_STRIDE + 4, 4) == 1 << 1
+    assert plic.read(CONTEXT, 4) == 2
+    assert plic.read(CONTEXT + CONTEXT_STRIDE, 4) == MAX_PRIORITY
+
+
+def test_a_raised_line_is_pending_and_interrupts_its_enabled_context(plic):
+    """A high line sets its pending bit; only contexts that enable it see an interrupt."""
+    set_priority(plic, 10, 1)
+    enable(plic, M, 10)
+    plic.line(10)(True)
+    assert plic.read(PENDING, 4) == 1 << 10
+    assert plic.context_pending(M)
+    assert not plic.context_pending(S)
+
+
+@pytest.mark.parametrize("priority, thresh, pending", [(1, 0, True), (3, 2, True), (3, 3, False), (0, 0, False)])
+def test_only_priorities_above_the_threshold_interrupt(plic, priority, thresh, pending):
+    """Only priorities above the threshold interrupt; priority 0 never does (Priority Thresholds)."""
+    set_priority(plic, 7, priority)
+    enable(plic, M, 7)
+    threshold(plic, M, thresh)
+    plic.line(7)(True)
+    assert plic.context_pending(M) is pending
+    assert claim(plic, M) == (7 if pending else 0)
+
+
+def test_claim_returns_the_highest_priority_then_the_lowest_id(plic):
+    """Claims go by priority, ties to the lower id, each clearing its pending bit (Claim Process)."""
+    for source, priority in ((3, 2), (5, 6), (9, 6), (40, 1)):
+        set_priority(plic, source, priority)
+        plic.line(source)(True)
+    enable(plic, M, 3, 5, 9, 40)
+    assert [claim(plic, M) for _ in range(5)] == [5, 9, 3, 40, 0]
+    assert plic.read(PENDING, 4) == 0
+    assert not plic.context_pending(M)
+
+
+def test_complete_rearms_a_line_that_is_still_high(plic):
+    """A level-triggered line still asserted is pending again after completion (Interrupt Gateways)."""
+    set_priority(plic, 10, 1)
+    enable(plic, M, 10)
+    plic.line(10)(True)
+    assert claim(plic, M) == 10
+    assert not plic.context_pending(M)
+    complete(plic, M, 10)
+    assert plic.context_pending(M)
+    assert claim(plic, M) == 10
+
+
+def test_complete_after_the_line_dropped_leaves_nothing_pending(plic):
+    """When the device lowered its line before completion, nothing is pending afterwards."""
+    set_priority(plic, 10, 1)
+    enable(plic, M, 10)
+    line = plic.line(10)
+    line(True)
+    assert claim(plic, M) == 10
+    line(False)
+    complete(plic, M, 10)
+    assert not plic.context_pending(M)
+    assert claim(plic, M) == 0
+
+
+def test_a_claimed_source_is_not_pending_until_completed(plic):
+    """Raising a claimed line again does not make it pending before completion."""
+    set_priority(plic, 4, 1)
+    enable(plic, M, 4)
+    line = plic.line(4)
+    line(True)
+    claim(plic, M)
+    line(False)
+    line(True)
+    assert plic.read(PENDING, 4) == 0
+
+
+def test_pending_bits_are_read_only(plic):
+    """Writes to the pending array are ignored (Interrupt Pending Bits)."""
+    plic.write(PENDING, 4, 0xFFFF_FFFF)
+    assert plic.read(PENDING, 4) == 0
+
+
+@pytest.mark.parametrize("source", [0, SOURCES, -1])
+def test_lines_exist_only_for_sources_1_to_95(plic, source):
+    """Asking for a line that does not exist is a ValueError naming it."""
+    with pytest.raises(ValueError, match=str(source)):
+        plic.line(source)
+
+
+def test_reset_clears_configuration_but_keeps_device_lines(plic):
+    """reset() zeroes priorities, enables and claims; a line still held high stays pending."""
+    set_priority(plic, 10, 1)
+    enable(plic, M, 10)
+    plic.line(10)(True)
+    claim(plic, M)
+    plic.reset()
+    assert plic.read(PRIORITY + 40, 4) == 0
+    assert plic.read(ENABLE, 4) == 0
+    assert plic.read(PENDING, 4) == 1 << 10

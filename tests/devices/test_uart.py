@@ -1,0 +1,213 @@
+"""Tests for labvmm.devices.uart: the ns16550a as the PC16550D datasheet describes it.
+
+Section and table numbers are those of the PC16550D datasheet (National Semiconductor, 1995):
+8.1 line control (DLAB), 8.4 line status, 8.5-8.6 interrupt identification and enable,
+table 4 (interrupt priorities and how each is reset).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from labvmm.devices.uart import (
+    FCR_CLEAR_RX,
+    FCR_ENABLE,
+    IER_DLM,
+    IER_RDA,
+    IER_THRE,
+    IIR_FCR,
+    IIR_FIFO,
+    IIR_NONE,
+    IIR_RDA,
+    IIR_THRE,
+    LCR,
+    LCR_DLAB,
+    LSR,
+    LSR_DR,
+    LSR_TEMT,
+    LSR_THRE,
+    MCR,
+    MSR,
+    RBR_THR_DLL,
+    SCR,
+    Uart16550,
+)
+
+
+class Wires:
+    """What the UART is handed: an output sink and an interrupt line, both recorded."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.levels: list[bool] = []
+
+    def tx(self, data: bytes) -> None:
+        self.out += data
+
+    def irq(self, level: bool) -> None:
+        self.levels.append(level)
+
+    @property
+    def level(self) -> bool:
+        return bool(self.levels) and self.levels[-1]
+
+
+@pytest.fixture
+def wires() -> Wires:
+    """A recorded sink and interrupt line."""
+    return Wires()
+
+
+@pytest.fixture
+def uart(wires) -> Uart16550:
+    """A UART wired to `wires`."""
+    return Uart16550(tx=wires.tx, irq=wires.irq)
+
+
+def test_thr_write_goes_to_the_sink_at_once(uart, wires):
+    """Each byte written to THR reaches the sink immediately and is counted."""
+    for byte in b"hi\n":
+        uart.write(RBR_THR_DLL, 1, byte)
+    assert wires.out == b"hi\n"
+    assert uart.state.tx_bytes == 3
+
+
+def test_thr_keeps_only_the_low_byte(uart, wires):
+    """The data path is 8 bits wide."""
+    uart.write(RBR_THR_DLL, 4, 0x1241)
+    assert wires.out == b"A"
+
+
+def test_lsr_always_reports_an_empty_transmitter(uart):
+    """THRE (bit 5) and TEMT (bit 6) are set: transmission is instant (8.4)."""
+    assert uart.read(LSR, 1) == LSR_THRE | LSR_TEMT
+    uart.write(RBR_THR_DLL, 1, ord("x"))
+    assert uart.read(LSR, 1) == LSR_THRE | LSR_TEMT
+
+
+def test_lsr_data_ready_follows_the_input_queue(uart):
+    """DR (bit 0) is set while received bytes wait and clears when the last is read."""
+    uart.feed(b"ab")
+    assert uart.read(LSR, 1) & LSR_DR
+    assert uart.read(RBR_THR_DLL, 1) == ord("a")
+    assert uart.read(LSR, 1) & LSR_DR
+    assert uart.read(RBR_THR_DLL, 1) == ord("b")
+    assert not uart.read(LSR, 1) & LSR_DR
+    assert uart.read(RBR_THR_DLL, 1) == 0  # empty receiver reads 0
+    assert uart.state.rx_bytes == 2
+
+
+def test_dlab_switches_offsets_0_and_1_to_the_divisor_latch(uart, wires):
+    """With LCR.DLAB set, offsets 0/1 are DLL/DLM; THR and IER are untouched (8.1)."""
+    uart.write(IER_DLM, 1, IER_RDA)
+    uart.write(LCR, 1, LCR_DLAB | 0x03)
+    uart.write(RBR_THR_DLL, 1, 0x01)
+    uart.write(IER_DLM, 1, 0x02)
+    assert (uart.read(RBR_THR_DLL, 1), uart.read(IER_DLM, 1)) == (0x01, 0x02)
+    assert wires.out == b""  # the divisor write transmitted nothing
+    uart.write(LCR, 1, 0x03)
+    assert uart.read(IER_DLM, 1) == IER_RDA
+    assert (uart.state.dll, uart.state.dlm) == (0x01, 0x02)
+
+
+def test_input_is_not_consumed_while_dlab_is_set(uart):
+    """Reading offset 0 with DLAB set reads DLL, not the receiver."""
+    uart.feed(b"k")
+    uart.write(LCR, 1, LCR_DLAB)
+    uart.read(RBR_THR_DLL, 1)
+    uart.write(LCR, 1, 0x03)
+    assert uart.read(RBR_THR_DLL, 1) == ord("k")
+
+
+def test_received_data_interrupt_rises_and_clears_with_the_data(uart, wires):
+    """RDA: the line is high while data waits with IER bit 0 set; IIR says 0x04 (table 4)."""
+    uart.write(IER_DLM, 1, IER_RDA)
+    assert not wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_NONE
+    uart.feed(b"z")
+    assert wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_RDA
+    uart.read(RBR_THR_DLL, 1)
+    assert not wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_NONE
+
+
+def test_no_interrupt_for_data_while_rda_is_disabled(uart, wires):
+    """Received data alone does not raise the line."""
+    uart.feed(b"z")
+    assert not wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_NONE
+
+
+def test_thre_interrupt_is_cleared_by_reading_iir_and_rearmed_by_a_write(uart, wires):
+    """THRE: enabling it with an empty transmitter interrupts; reading IIR clears it (table 4)."""
+    uart.write(IER_DLM, 1, IER_THRE)
+    assert wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_THRE
+    assert not wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_NONE
+    uart.write(RBR_THR_DLL, 1, ord("a"))
+    assert wires.level
+    assert uart.read(IIR_FCR, 1) == IIR_THRE
+
+
+def test_received_data_has_priority_over_thre_in_iir(uart):
+    """RDA (priority 2) is reported before THRE (priority 3), and reading it keeps THRE pending."""
+    uart.write(IER_DLM, 1, IER_RDA | IER_THRE)
+    uart.feed(b"q")
+    assert uart.read(IIR_FCR, 1) == IIR_RDA
+    uart.read(RBR_THR_DLL, 1)
+    assert uart.read(IIR_FCR, 1) == IIR_THRE
+
+
+def test_fifo_enable_shows_in_iir_and_fcr_clears_the_receiver(uart, wires):
+    """FCR bit 0 sets IIR bits 7:6; FCR bit 1 empties the receive queue."""
+    uart.write(IER_DLM, 1, IER_RDA)
+    uart.write(IIR_FCR, 1, FCR_ENABLE)
+    assert uart.read(IIR_FCR, 1) == IIR_FIFO | IIR_NONE
+    uart.feed(b"abc")
+    uart.write(IIR_FCR, 1, FCR_ENABLE | FCR_CLEAR_RX)
+    assert uart.pending_input == 0
+    assert not uart.read(LSR, 1) & LSR_DR
+    assert not wires.level
+
+
+def test_input_queue_is_first_in_first_out(uart):
+    """Fed bytes come out in order, through RBR or take_input, which respects its limit."""
+    uart.feed(b"abc")
+    uart.feed(b"de")
+    assert uart.pending_input == 5
+    assert uart.read(RBR_THR_DLL, 1) == ord("a")
+    assert uart.take_input(2) == b"bc"
+    assert uart.take_input(10) == b"de"
+    assert uart.take_input(10) == b""
+    assert (uart.state.rx_queued, uart.state.rx_bytes) == (0, 5)
+
+
+def test_take_input_lowers_the_interrupt_when_the_queue_empties(uart, wires):
+    """SBI console reads drain the same queue, so the RDA line follows them too."""
+    uart.write(IER_DLM, 1, IER_RDA)
+    uart.feed(b"x")
+    assert wires.level
+    uart.take_input(1)
+    assert not wires.level
+
+
+def test_scratch_modem_control_and_status_registers(uart):
+    """SCR keeps any byte; MCR keeps 5 bits; MSR reports a connected terminal."""
+    uart.write(SCR, 1, 0xA5)
+    uart.write(MCR, 1, 0xFF)
+    assert uart.read(SCR, 1) == 0xA5
+    assert uart.read(MCR, 1) == 0x1F
+    assert uart.read(MSR, 1) == 0xB0
+    assert uart.read(0x20, 1) == 0  # beyond the eight registers
+
+
+def test_reset_restores_registers_but_keeps_queued_input(uart):
+    """reset() returns to power-on values (LCR 8N1) and keeps the user's pending input."""
+    uart.write(LCR, 1, 0x1B)
+    uart.write(IER_DLM, 1, IER_RDA)
+    uart.feed(b"keep")
+    uart.reset()
+    assert (uart.read(LCR, 1), uart.read(IER_DLM, 1)) == (0x03, 0)
+    assert uart.take_input(10) == b"keep"
