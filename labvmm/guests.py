@@ -64,7 +64,14 @@ def builtin_guests() -> dict[str, GuestInfo]:
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path, GuestInfo | None]:
     """(VM name, image path, built-in info or None) for a built-in name or an image path."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ImageError(
+            f"a guest is named by a built-in guest name or an image path, got {type(name_or_path).__name__} "
+            f"{name_or_path!r}"
+        )
     text = os.fspath(name_or_path)
+    if not isinstance(text, str):
+        raise ImageError(f"an image path must be text, got {text!r}")
     guests = builtin_guests()
     if text in guests and not os.path.exists(text):
         info = guests[text]

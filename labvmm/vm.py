@@ -203,13 +203,18 @@ class VM:
         return ticks * INSNS_PER_TICK - self.now() % INSNS_PER_TICK if ticks > 0 else 0
 
     def insns_until_event(self) -> int | None:
-        """Instructions of virtual time until this VM's next timer interrupt, if any."""
+        """Instructions of virtual time until this VM's next timer interrupt, if any.
+
+        A timer that has already fired is no event to wait for: its interrupt stays pending
+        (level-triggered) however much time passes. Counting it as 0 made an idle host with a
+        fired-but-disabled timer skip ahead one instruction at a time, forever.
+        """
         events = []
         ticks = self.clint.ticks_until_timer()
-        if ticks is not None:
+        if ticks:
             events.append(self._insns_for_ticks(ticks))
-        if self._stimer_deadline is not None:
-            events.append(self._insns_for_ticks(max(self._stimer_deadline - self.mtime_ticks(), 0)))
+        if self._stimer_deadline is not None and self._stimer_deadline > self.mtime_ticks():
+            events.append(self._insns_for_ticks(self._stimer_deadline - self.mtime_ticks()))
         return min(events) if events else None
 
     def _timer_changed(self) -> None:
@@ -307,6 +312,7 @@ class VM:
             self.exits["reset"] += 1
             self.resets += 1
             self._build_platform_keep_io()
+            self.cpu.close()  # the reset hart is a fresh Unicorn instance
             self._boot()
         elif isinstance(exit_value, Fault):
             self.exits["fault"] += 1

@@ -22,7 +22,7 @@ RAM_BASE = 0x8000_0000
 GUEST_MIB = 16
 
 
-# -- a tiny RV64 assembler (RISC-V unprivileged spec, chapter 2 and 34 "RV32/64G listings") --
+# -- a tiny RV64 assembler (encodings from the unprivileged spec's "RV32/64G Instruction Set Listings") --
 def _i_type(opcode: int, rd: int, funct3: int, rs1: int, imm: int) -> int:
     return ((imm & 0xFFF) << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | opcode
 

@@ -143,6 +143,25 @@ def test_destroy_returns_the_frames_and_forgets_the_vm(host, make_vm):
         host.destroy_vm("hello")
 
 
+def test_a_vm_on_fragmented_frames_runs_across_its_runs():
+    """With the pool fragmented, a VM gets several runs and memtest passes over all of its RAM."""
+    host = Host(memory_mib=4)
+    for name in "abcd":
+        host.create_vm("hello", name=name, memory_mib=1, start=False)
+    host.destroy_vm("a")
+    host.destroy_vm("c")
+    vm = host.create_vm("memtest", memory_mib=2)
+    assert [(r.first_frame, r.frames) for r in vm.memory.runs] == [(0, FRAMES_PER_MIB), (2 * FRAMES_PER_MIB, FRAMES_PER_MIB)]
+    host.run()
+    contiguous_host = Host(memory_mib=4)
+    contiguous = contiguous_host.create_vm("memtest", memory_mib=2)
+    contiguous_host.run()
+    assert len(contiguous.memory.runs) == 1
+    assert vm.exit_code == contiguous.exit_code == 0
+    assert vm.console_text() == contiguous.console_text()
+    assert vm.console_text().endswith("tested 2020 KiB, checksum 0x56166316132f4f2d\nmemtest OK\n")
+
+
 def test_memory_report_accounts_for_every_frame(host, make_vm):
     """Free frames plus every VM's frames equal the pool."""
     make_vm("hello", memory_mib=5)
@@ -227,6 +246,17 @@ def test_idle_vms_skip_virtual_time_to_their_next_timer(host, make_vm):
     assert result.retired == vm.instructions < 10_000
 
 
+def test_a_fired_but_disabled_timer_does_not_keep_an_idle_host_spinning(host, raw_image, rv):
+    """wfi with mtimecmp already passed and mie.MTIE clear sleeps for good: the run ends as all-idle."""
+    image = raw_image(*rv.li32(A1, 0x0200_4000), rv.sd(0, A1), rv.WFI, rv.WFI)  # mtimecmp = 0
+    vm = host.create_vm(image, memory_mib=1)
+    loops = []
+    result = host.run(until=lambda h: loops.append(1) or len(loops) > 100)
+    assert result.stopped_because == "all-idle"
+    assert host.clock == vm.instructions == 4
+    assert vm.clint.timer_pending()
+
+
 def test_step_runs_exactly_n_instructions(host, make_vm):
     """step(name, n) retires exactly n instructions and advances the clock by n."""
     vm = make_vm("compute", start=True)
@@ -256,8 +286,9 @@ def test_paused_vms_do_not_run(host, make_vm):
     """A paused VM is skipped by the run loop."""
     vm = make_vm("hello", start=True)
     vm.pause()
-    assert host.run().stopped_because == "all-stopped"
+    host.run(max_insns=10_000)
     assert vm.instructions == 0
+    assert vm.state == VMState.PAUSED
 
 
 # -- isolation ------------------------------------------------------------------------------------------
@@ -306,3 +337,23 @@ def test_every_error_is_a_labvmm_error(host):
     for call in (lambda: host.create_vm("nosuchguest"), lambda: host.vm("x"), lambda: host.run(max_insns=0)):
         with pytest.raises(LabvmmError):
             call()
+
+
+@pytest.mark.parametrize("image", [123, b"hello", None])
+def test_a_guest_named_by_a_non_path_is_an_image_error(host, image):
+    """create_vm with neither a name nor a path raises ImageError naming the value, not TypeError."""
+    before = frames_and_vms(host)
+    with pytest.raises(ImageError, match="built-in guest name or an image path"):
+        host.create_vm(image, memory_mib=1)
+    assert frames_and_vms(host) == before
+
+
+def test_a_finisher_reset_reboots_the_vm_from_its_image(host, raw_image, rv):
+    """Writing 0x7777 to the test finisher resets the VM: it boots again from its entry, many times."""
+    # lui t0, 0x100 (t0 = 0x0010_0000); li t1, 0x7777; sw t1, 0(t0)
+    words = [rv.lui(5, 0x100), *rv.li32(6, 0x7777), rv.sw(6, 5, 0)]
+    vm = host.create_vm(raw_image(*words), memory_mib=1)
+    host.run(max_insns=1_000)
+    assert vm.state == VMState.RUNNING
+    assert vm.resets > 10 and vm.exits["reset"] == vm.resets
+    assert vm.reg("pc") - 0x8000_0000 < 4 * len(words)

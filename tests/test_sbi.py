@@ -182,7 +182,7 @@ def test_console_write_byte_prints_the_low_byte(sbi_env):
     assert sbi_env.output == b"A"
 
 
-# -- legacy console (chapter 5) ---------------------------------------------------------------------
+# -- legacy console (chapter 5) --------------------------------------------------------------------
 def test_legacy_putchar_prints_a_byte_and_returns_in_a0_only(sbi_env):
     """console_putchar (5.2) prints the low byte; legacy results leave a1 alone."""
     assert call(sbi_env, EID_LEGACY_PUTCHAR, 0, 0x10A) == SbiResult(0, legacy=True)
@@ -197,12 +197,12 @@ def test_legacy_getchar_returns_the_next_byte_or_minus_one(sbi_env):
 
 
 def test_legacy_shutdown_halts_with_success(sbi_env):
-    """sbi_shutdown (5.4) powers the VM off with exit code 0."""
+    """The legacy system shutdown (5.9) powers the VM off with exit code 0."""
     result = call(sbi_env, EID_LEGACY_SHUTDOWN)
     assert result.legacy and result.exit == Halt(0, "SBI legacy shutdown")
 
 
-# -- labvmm's own extension (firmware-specific range, 3.1) ---------------------------------------------
+# -- labvmm's own extension (firmware-specific EID range, chapter 3) -------------------------------
 def test_labvmm_extension_lives_in_the_firmware_specific_range():
     """0x0A000000-0x0AFFFFFF is reserved for firmware-specific extensions."""
     assert 0x0A00_0000 <= EID_LABVMM <= 0x0AFF_FFFF
@@ -219,7 +219,7 @@ def test_labvmm_reports_the_vm_id_and_count(sbi_env):
     assert call(sbi_env, EID_LABVMM, 2) == SbiResult(SBI_SUCCESS, 5)
 
 
-# -- what is not there (3.2) ---------------------------------------------------------------------------
+# -- what is not there (chapter 3: SBI_ERR_NOT_SUPPORTED) ------------------------------------------
 @pytest.mark.parametrize(
     "eid, fid",
     [

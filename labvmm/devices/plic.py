@@ -69,6 +69,8 @@ class Plic:
         s = self.state
         best, best_prio = 0, s.threshold[context]
         candidates = s.pending & s.enable[context]
+        if not candidates:
+            return 0  # the common case, checked on every slice
         for src in range(1, SOURCES):
             if candidates >> src & 1 and s.priority[src] > best_prio:
                 best, best_prio = src, s.priority[src]

@@ -106,7 +106,7 @@ def test_writing_mtime_offsets_it_from_the_clock(clint, clock):
 
 
 def test_msip_keeps_only_bit_0(clint, changes):
-    """msip is one writable bit (FU540 9.2); the other 31 read as zero."""
+    """msip has one writable bit (FU540 manual, CLINT chapter); the other 31 read as zero."""
     clint.write(MSIP, 4, 0xFFFF_FFFF)
     assert clint.read(MSIP, 4) == 1
     assert clint.state.msip == 1

@@ -1,8 +1,9 @@
 """Tests for labvmm.devices.uart: the ns16550a as the PC16550D datasheet describes it.
 
-Section and table numbers are those of the PC16550D datasheet (National Semiconductor, 1995):
-8.1 line control (DLAB), 8.4 line status, 8.5-8.6 interrupt identification and enable,
-table 4 (interrupt priorities and how each is reset).
+Rules from the PC16550D datasheet (National Semiconductor), section 8 "Registers", cited by
+register: Line Control (DLAB selects the divisor latch), Line Status (DR, THRE, TEMT),
+Interrupt Identification (the table of interrupt priorities and what resets each one),
+Interrupt Enable, FIFO Control.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def test_thr_keeps_only_the_low_byte(uart, wires):
 
 
 def test_lsr_always_reports_an_empty_transmitter(uart):
-    """THRE (bit 5) and TEMT (bit 6) are set: transmission is instant (8.4)."""
+    """THRE (bit 5) and TEMT (bit 6) are set: transmission is instant (Line Status)."""
     assert uart.read(LSR, 1) == LSR_THRE | LSR_TEMT
     uart.write(RBR_THR_DLL, 1, ord("x"))
     assert uart.read(LSR, 1) == LSR_THRE | LSR_TEMT
@@ -98,7 +99,7 @@ def test_lsr_data_ready_follows_the_input_queue(uart):
 
 
 def test_dlab_switches_offsets_0_and_1_to_the_divisor_latch(uart, wires):
-    """With LCR.DLAB set, offsets 0/1 are DLL/DLM; THR and IER are untouched (8.1)."""
+    """With LCR.DLAB set, offsets 0/1 are DLL/DLM; THR and IER are untouched (Line Control)."""
     uart.write(IER_DLM, 1, IER_RDA)
     uart.write(LCR, 1, LCR_DLAB | 0x03)
     uart.write(RBR_THR_DLL, 1, 0x01)
@@ -120,7 +121,7 @@ def test_input_is_not_consumed_while_dlab_is_set(uart):
 
 
 def test_received_data_interrupt_rises_and_clears_with_the_data(uart, wires):
-    """RDA: the line is high while data waits with IER bit 0 set; IIR says 0x04 (table 4)."""
+    """RDA: the line is high while data waits with IER bit 0 set; IIR says 0x04 (Interrupt Identification)."""
     uart.write(IER_DLM, 1, IER_RDA)
     assert not wires.level
     assert uart.read(IIR_FCR, 1) == IIR_NONE
@@ -140,7 +141,7 @@ def test_no_interrupt_for_data_while_rda_is_disabled(uart, wires):
 
 
 def test_thre_interrupt_is_cleared_by_reading_iir_and_rearmed_by_a_write(uart, wires):
-    """THRE: enabling it with an empty transmitter interrupts; reading IIR clears it (table 4)."""
+    """THRE: enabling it with an empty transmitter interrupts; reading IIR clears it (Interrupt Identification)."""
     uart.write(IER_DLM, 1, IER_THRE)
     assert wires.level
     assert uart.read(IIR_FCR, 1) == IIR_THRE
