@@ -49,6 +49,7 @@ _GPR_IDS["fp"] = _GPR_IDS["x8"]
 _CSR_IDS = {name: getattr(rc, f"UC_RISCV_REG_{name.upper()}") for name in CSR_NAMES}
 
 _NOP, _WFI = 0x00000013, 0x10500073
+EBREAK, C_EBREAK = 0x00100073, 0x9002
 _RAM_BASE = 0x8000_0000
 
 
@@ -163,7 +164,7 @@ class Vcpu:
             self._uc.emu_start(self.pc, 0, count=budget)
         except unicorn.UcError as exc:
             if self._stop_exit is None:
-                self._stop_exit = Fault("cpu", self.pc, reason=f"CPU error: {exc}")
+                self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
         finally:
             self._running = False
         self.priv = self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
@@ -176,6 +177,22 @@ class Vcpu:
         if counted > limit:
             return limit, BudgetDone()
         return retired, Idle(self.pc)
+
+    def _breakpoint(self, exc: unicorn.UcError) -> object | None:
+        """Unicorn stops on `ebreak` with UC_ERR_INSN_INVALID instead of raising cause 3.
+
+        Report it as the breakpoint trap it is (privileged spec 3.3.1, cause 3); the slice
+        ends there and the guest's handler runs in the next one.
+        """
+        if exc.errno != unicorn.UC_ERR_INSN_INVALID:
+            return None
+        pc = self.pc
+        raw = self.read_memory(pc, 4) or self.read_memory(pc, 2) or b""
+        if raw[:4] != EBREAK.to_bytes(4, "little") and raw[:2] != C_EBREAK.to_bytes(2, "little"):
+            return None
+        event = Trap(cause=3, pc=pc + 4, privilege=self._uc.reg_read(rc.UC_RISCV_REG_PRIV))
+        result = self._on_trap(event)  # Trap.pc follows Unicorn's convention: past by 4
+        return result if result is not None else event
 
     def retired_in_slice(self) -> int:
         """Instructions retired so far in the running slice (the current one included)."""

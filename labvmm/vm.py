@@ -314,6 +314,8 @@ class VM:
             self._build_platform_keep_io()
             self.cpu.close()  # the reset hart is a fresh Unicorn instance
             self._boot()
+        elif isinstance(exit_value, Trap):
+            self.exits["breakpoint"] += 1  # ebreak: the guest's handler was entered
         elif isinstance(exit_value, Fault):
             self.exits["fault"] += 1
             self.last_fault = exit_value

@@ -279,3 +279,18 @@ def test_fault_exits_are_counted_by_kind(host, raw_image, rv):
     assert (vm.last_fault.kind, vm.last_fault.address, vm.last_fault.pc) == ("read", 0x4000_0000, RAM + 8)
     assert vm.exits["fault"] == 1
     assert vm.report()["crash_reason"] == "read of 8 bytes at unmapped 0x40000000"
+
+
+def test_ebreak_traps_to_the_guest_handler_with_cause_3(host, raw_image, rv):
+    """ebreak enters the guest's mtvec with mcause 3 and mepc at the ebreak (privileged spec 3.3.1)."""
+    # auipc t0, 0; addi t0, t0, 0x100 (t0 = handler at RAM + 0x100); csrw mtvec, t0; ebreak
+    words = [rv.auipc(5, 0), rv.addi(5, 5, 0x100), rv.csr_op(1, 0, 0x305, 5), rv.EBREAK]
+    words += [rv.NOP] * ((0x100 - 4 * len(words)) // 4)
+    # handler: lui t0, 0x100; li t1, 0x5555; sw t1, 0(t0)  -> power off with success
+    words += [rv.lui(5, 0x100), *rv.li32(6, 0x5555), rv.sw(6, 5, 0)]
+    vm = host.create_vm(raw_image(*words), memory_mib=1)
+    host.run(max_insns=10_000)
+    assert vm.state == VMState.HALTED and vm.exit_code == 0, vm.report()
+    assert vm.reg("mcause") == 3
+    assert vm.reg("mepc") == 0x8000_0000 + 4 * 3
+    assert vm.exits["breakpoint"] == 1
