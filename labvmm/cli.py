@@ -19,7 +19,7 @@ from collections import Counter
 
 from . import __version__
 from .errors import LabvmmError
-from .guests import builtin_guests
+from .guests import builtin_guests, resolve
 from .host import DEFAULT_HOST_MEMORY_MIB, DEFAULT_QUANTUM, DEFAULT_VM_MEMORY_MIB, Host
 from .vm import VMState
 
@@ -84,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _vm_names(images: list[str]) -> list[str]:
-    from .guests import resolve
-
     names, seen = [], Counter()
     for image in images:
         base = resolve(image)[0]

@@ -94,4 +94,4 @@ class Fault:
 
 
 #: Exits that end the current slice.
-SliceEnd = BudgetDone | Idle | Yield | Preempted | Halt | Reset | Fault
+SliceEnd = BudgetDone | Idle | Yield | Preempted | Halt | Reset | Fault | Trap

@@ -13,7 +13,7 @@ them with a real or a fake CPU.
 
 from __future__ import annotations
 
-from .vcpu import PRIV_M, PRIV_S, PRIV_U
+from .vcpu import PRIV_M, PRIV_S
 
 # mstatus bits (3.1.6)
 MSTATUS_SIE = 1 << 1
@@ -139,5 +139,4 @@ __all__ = [
     "emulate_csr",
     "trap_vector",
     "instruction_length",
-    "PRIV_U",
 ]

@@ -115,7 +115,6 @@ class Vcpu:
             unicorn.UC_HOOK_MEM_READ_UNMAPPED | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED | unicorn.UC_HOOK_MEM_FETCH_UNMAPPED,
             self._hook_unmapped,
         )
-        self.priv = PRIV_M
 
     # -- memory -----------------------------------------------------------------------
     def map_ram(self, guest_addr: int, host_addr: int, size: int) -> None:
@@ -167,7 +166,6 @@ class Vcpu:
                 self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
         finally:
             self._running = False
-        self.priv = self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
         # The counter includes the instruction at which the count hook stopped the CPU
         # (not executed); the limit may have been shortened by a hook during the slice.
         counted, limit = int(self._counter.value), int(self._budget.value)
@@ -253,7 +251,6 @@ class Vcpu:
         """Change the hart's privilege level (0 U, 1 S, 3 M)."""
         if priv not in PRIV_NAMES:
             raise VcpuError(f"privilege must be 0 (U), 1 (S) or 3 (M), got {priv!r}")
-        self.priv = priv
         self._uc.reg_write(rc.UC_RISCV_REG_PRIV, priv)
 
     def get_privilege(self) -> int:

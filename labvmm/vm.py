@@ -21,7 +21,7 @@ from typing import Callable
 from . import sbi, traps
 from .bus import MmioBus
 from .devices import Clint, Plic, TestFinisher, Uart16550
-from .errors import ConfigError, GuestMemoryError, LifecycleError
+from .errors import ConfigError, LifecycleError
 from .exits import BudgetDone, Fault, Halt, Hypercall, Idle, Mmio, Preempted, Reset, Trap, Yield
 from .fdt import place_dtb, virt_dtb
 from .loader import Image, resolve_params
@@ -258,17 +258,17 @@ class VM:
         pending = self._pending_m_interrupts() | self._sync_s_interrupts()
         return bool(pending & self.cpu.read_csr("mie"))
 
-    def _deliver_interrupts(self) -> None:
+    def _deliver_interrupts(self) -> bool:
+        """Take a deliverable M-level interrupt; True if one stays pending, enabled but masked."""
         self._sync_s_interrupts()
-        cause = traps.deliverable_m_interrupt(self.cpu, self._pending_m_interrupts())
+        pending = self._pending_m_interrupts()
+        cause = traps.deliverable_m_interrupt(self.cpu, pending)
         if cause is not None:
             traps.enter_trap(self.cpu, cause, self.cpu.pc, 0, interrupt=True)
             self.exits["interrupt"] += 1
             self.idle = False
-
-    def _masked_interrupt_waiting(self) -> bool:
-        pending = self._pending_m_interrupts() & self.cpu.read_csr("mie")
-        return bool(pending) and traps.deliverable_m_interrupt(self.cpu, pending) is None
+        enabled = pending & self.cpu.read_csr("mie")
+        return bool(enabled) and traps.deliverable_m_interrupt(self.cpu, enabled) is None
 
     # -- running --------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -283,11 +283,11 @@ class VM:
         """Run up to `budget` instructions from the host's current virtual time."""
         if self.state != VMState.RUNNING:
             raise LifecycleError(f"VM {self.name!r} is {self.state.value}, expected running to run a slice")
-        self._deliver_interrupts()
+        masked_waiting = self._deliver_interrupts()
         until = self.insns_until_event()
         if until:  # a timer due later: end the slice when it fires (0 = already pending)
             budget = min(budget, until)
-        if self._masked_interrupt_waiting():
+        if masked_waiting:
             budget = min(budget, MASKED_POLL_INSNS)
         retired, exit_value = self.cpu.run(budget)
         self.instructions += retired
@@ -311,7 +311,7 @@ class VM:
         elif isinstance(exit_value, Reset):
             self.exits["reset"] += 1
             self.resets += 1
-            self._build_platform_keep_io()
+            self._reset_devices()
             self.cpu.close()  # the reset hart is a fresh Unicorn instance
             self._boot()
         elif isinstance(exit_value, Trap):
@@ -321,7 +321,7 @@ class VM:
             self.last_fault = exit_value
             self.state, self.crash_reason = VMState.CRASHED, exit_value.reason
 
-    def _build_platform_keep_io(self) -> None:
+    def _reset_devices(self) -> None:
         for dev in (self.clint, self.plic, self.uart):
             dev.reset()
 
@@ -572,4 +572,4 @@ def _deliver(vm: VM, cause: int, epc: int, tval: int):
     return None
 
 
-__all__ = ["VM", "VMConfig", "VMState", "ConsoleBuffer", "handle_mmio", "handle_trap", "GuestMemoryError"]
+__all__ = ["VM", "VMConfig", "VMState", "ConsoleBuffer", "handle_mmio", "handle_trap"]
