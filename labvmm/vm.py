@@ -13,6 +13,7 @@ functions `handle_mmio` and `handle_trap` below decide what each one means.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -126,6 +127,7 @@ class VM:
         self.console = ConsoleBuffer()
         self.idle = False
         self.resets = 0
+        self.guest_seconds = 0.0
         self._digest_cache: tuple | None = None
         self._stimer_deadline: int | None = None  # SBI set_timer value, in mtime ticks
         self._build_platform()
@@ -289,7 +291,9 @@ class VM:
             budget = min(budget, until)
         if masked_waiting:
             budget = min(budget, MASKED_POLL_INSNS)
+        started = time.perf_counter()
         retired, exit_value = self.cpu.run(budget)
+        self.guest_seconds += time.perf_counter() - started  # wall time inside the CPU
         self.instructions += retired
         self.slices += 1
         self._account(exit_value)
