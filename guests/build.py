@@ -1,6 +1,7 @@
 """Rebuild labvmm's built-in guest images byte for byte.
 
-    python guests/build.py           rebuild guests/images/*.elf and manifest.json
+    python guests/build.py           rebuild guests/images/*.elf and manifest.json, and the
+                                     hostile guests into guests/images/hostile/
     python guests/build.py --check   rebuild into a temporary folder and compare
                                      with the committed images (exit 1 on a difference)
 
@@ -28,6 +29,9 @@ ZIG_VERSION = "0.17.1"
 
 GUESTS_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = GUESTS_DIR / "images"
+#: Hostile guests get their own folder and manifest: they are test inputs for the
+#: isolation promise, not built-in guests, so `labvmm guests` does not list them.
+HOSTILE_SUBDIR = "hostile"
 MANIFEST_NAME = "manifest.json"
 PARAM_PREFIX = "labvmm_param_"
 
@@ -53,6 +57,8 @@ LDFLAGS = ["-Wl,--gc-sections", "-Wl,--build-id=none"]
 
 COMMON_M = ("common/start.S", "common/fmt.c", "common/uart.c")
 COMMON_S = ("common/start.S", "common/fmt.c")  # S-mode guests use SBI, not the UART
+HOSTILE_M = COMMON_M + ("hostile/hostile.c", "hostile/garbage.c")
+HOSTILE_S = COMMON_S + ("hostile/sbi_guest.c", "hostile/garbage.c")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +88,132 @@ GUESTS = (
           "M", COMMON_M + ("echo/echo.c",)),
     Guest("memtest", "Finds RAM in the device tree, then writes and verifies every free word.",
           "M", COMMON_M + ("memtest/memtest.c",)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hostile(Guest):
+    """One hostile guest (guests/hostile/) and what the VMM must do about it.
+
+    `expect` is copied into the hostile manifest for tests/test_containment.py:
+      outcome  "stopped" (the VMM stops it), "halted" (it powers off by itself, code 0),
+               "runs" (endless: still running when the run is bounded), "idle" (waits forever)
+      event    the kind of its first isolation event, or None when it must cause none
+      action   what the VMM did about that event ("vm-stopped", "call-refused", ...)
+      pc       where the event happened: an ELF symbol, "param:<name>" or an expression
+               "<symbol or param:name> + <symbol> - <symbol>"; None when not pinned down
+      address  the address the event names, in the same notation; None when not pinned down
+    """
+
+    expect: dict = dataclasses.field(default_factory=dict, compare=False)
+
+
+def _expect(outcome: str, event: str | None = None, action: str | None = None,
+            pc: str | None = None, address: str | None = None) -> dict:
+    return {"outcome": outcome, "event": event, "action": action, "pc": pc, "address": address}
+
+
+STOPPED = "vm-stopped"
+HOSTILE = (
+    Hostile("wild-load", "Loads from an address outside RAM and devices (param `address`).",
+            "M", HOSTILE_M + ("hostile/wild_load.c",),
+            _expect("stopped", "unmapped-read", STOPPED, "attack_pc", "param:address")),
+    Hostile("wild-store", "Stores to an address outside RAM and devices (param `address`).",
+            "M", HOSTILE_M + ("hostile/wild_store.c",),
+            _expect("stopped", "unmapped-write", STOPPED, "attack_pc", "param:address")),
+    Hostile("wild-fetch", "Jumps to an address outside RAM (param `address`).",
+            "M", HOSTILE_M + ("hostile/wild_fetch.c",),
+            _expect("stopped", "unmapped-fetch", STOPPED, "param:address", "param:address")),
+    Hostile("jump-device", "Jumps into the UART's registers and executes them.",
+            "M", HOSTILE_M + ("hostile/jump_device.c",),
+            _expect("stopped", "unmapped-fetch", STOPPED, "param:address", "param:address")),
+    Hostile("mret-wild", "mret into U-mode at an address outside RAM (param `address`).",
+            "M", HOSTILE_M + ("hostile/mret_wild.c",),
+            _expect("stopped", "unmapped-fetch", STOPPED, "param:address", "param:address")),
+    Hostile("mmio-gap", "Loads from a device page where no device register is (param `address`).",
+            "M", HOSTILE_M + ("hostile/mmio_gap.c",),
+            _expect("stopped", "no-device", STOPPED, "attack_pc", "param:address")),
+    Hostile("mmio-straddle", "An 8-byte store across the end of the CLINT's window.",
+            "M", HOSTILE_M + ("hostile/mmio_straddle.c",),
+            _expect("stopped", "unmapped-write", STOPPED, "attack_pc", "0x2010000")),
+    Hostile("ram-end-store", "A misaligned 8-byte store straddling the end of RAM.",
+            "M", HOSTILE_M + ("hostile/ram_end_store.c",),
+            _expect("stopped", "unmapped-write", STOPPED, "attack_pc", "param:ram_end")),
+    Hostile("ram-end-load", "A misaligned 8-byte load straddling the end of RAM.",
+            "M", HOSTILE_M + ("hostile/ram_end_load.c",),
+            _expect("stopped", "unmapped-read", STOPPED, "attack_pc", "param:ram_end")),
+    Hostile("ram-end-fetch", "Executes a 4-byte instruction straddling the end of RAM.",
+            "M", HOSTILE_M + ("hostile/ram_end_fetch.c",),
+            _expect("stopped", "unmapped-fetch", STOPPED, "param:ram_end - 2", "param:ram_end")),
+    Hostile("stack-runaway", "Recurses until its stack runs off the bottom of RAM.",
+            "M", HOSTILE_M + ("hostile/stack_runaway.c",),
+            _expect("stopped", "unmapped-write", STOPPED,
+                    "__image_end + recurse_store - recurse", "0x7ffffff8")),
+    Hostile("amo-wild", "amoswap.d on an address outside RAM and devices (param `address`).",
+            "M", HOSTILE_M + ("hostile/amo_wild.c",),
+            _expect("stopped", "unmapped-read", STOPPED, "attack_pc", "param:address")),
+    Hostile("amo-device", "Atomic read-modify-writes and LR/SC on device registers.",
+            "M", HOSTILE_M + ("hostile/amo_device.c",), _expect("halted")),
+    Hostile("uart-garbage", "Garbage of every width to every UART register.",
+            "M", HOSTILE_M + ("hostile/uart_garbage.c",), _expect("halted")),
+    Hostile("clint-garbage", "Garbage to msip, mtimecmp, mtime and the whole CLINT window.",
+            "M", HOSTILE_M + ("hostile/clint_garbage.c",), _expect("halted")),
+    Hostile("plic-garbage", "Garbage to every kind of PLIC register, real and missing contexts.",
+            "M", HOSTILE_M + ("hostile/plic_garbage.c",), _expect("halted")),
+    Hostile("finisher-garbage", "Every non-command value to the test finisher, then a real power-off.",
+            "M", HOSTILE_M + ("hostile/finisher_garbage.c",), _expect("halted")),
+    Hostile("reset-loop", "Resets the machine through the test finisher as soon as it boots, forever.",
+            "M", HOSTILE_M + ("hostile/reset_loop.c",), _expect("runs")),
+    Hostile("uart-flood", "Prints through the UART forever.",
+            "M", HOSTILE_M + ("hostile/uart_flood.c",), _expect("runs")),
+    Hostile("sbi-flood", "Writes 4 KiB buffers to the SBI debug console forever.",
+            "S", HOSTILE_S + ("hostile/sbi_flood.c",), _expect("runs")),
+    Hostile("spin-masked", "Spins forever with every interrupt disabled.",
+            "M", HOSTILE_M + ("hostile/spin_masked.c",), _expect("runs")),
+    Hostile("wfi-forever", "Waits for an interrupt that can never come.",
+            "M", HOSTILE_M + ("hostile/wfi_forever.c",), _expect("idle")),
+    Hostile("msip-storm", "Re-raises the machine software interrupt from its own handler, forever.",
+            "M", HOSTILE_M + ("hostile/msip_storm.c",), _expect("runs")),
+    Hostile("timer-storm", "mtimecmp = 0 and a handler that never moves it: an endless timer storm.",
+            "M", HOSTILE_M + ("hostile/timer_storm.c",), _expect("runs")),
+    Hostile("s-timer-storm", "SBI set_timer(0) and a handler that never re-arms it, in S-mode.",
+            "S", HOSTILE_S + ("hostile/s_timer_storm.c",), _expect("runs")),
+    Hostile("ecall-storm", "SBI calls from M-mode, forever.",
+            "M", HOSTILE_M + ("hostile/ecall_storm.c",), _expect("runs")),
+    Hostile("satp-chaos", "Garbage satp modes, then MPRV loads through a page table outside RAM.",
+            "M", HOSTILE_M + ("hostile/satp_chaos.c",), _expect("halted")),
+    Hostile("pmp-lockdown", "Locks every address against M-mode with PMP.",
+            "M", HOSTILE_M + ("hostile/pmp_lockdown.c",), _expect("stopped")),
+    Hostile("mtvec-garbage", "mtvec = garbage, then an illegal instruction.",
+            "M", HOSTILE_M + ("hostile/mtvec_garbage.c",),
+            _expect("stopped", "no-trap-handler", STOPPED, "attack_pc")),
+    Hostile("mstatus-garbage", "Writes all ones to mstatus.",
+            "M", HOSTILE_M + ("hostile/mstatus_garbage.c",), _expect("halted")),
+    Hostile("deleg-garbage", "Delegates every trap to a missing S-mode handler, then traps in U-mode.",
+            "M", HOSTILE_M + ("hostile/deleg_garbage.c",),
+            _expect("stopped", "no-trap-handler", STOPPED, "attack_pc")),
+    Hostile("self-modify", "Writes, rewrites and patches its own code with fence.i.",
+            "M", HOSTILE_M + ("hostile/self_modify.c",), _expect("halted")),
+    Hostile("read-all-ram", "Reads every byte of its own RAM and the device tree (allowed).",
+            "M", HOSTILE_M + ("hostile/read_all_ram.c",), _expect("halted")),
+    Hostile("dbcn-bad-pointers", "DBCN console write/read with buffers outside RAM and wrapping lengths.",
+            "S", HOSTILE_S + ("hostile/dbcn_bad_pointers.c",),
+            _expect("halted", "bad-hypercall", "call-refused", None, "param:ram_end - 8")),
+    Hostile("sbi-fuzz", "Every SBI extension and function id with garbage arguments.",
+            "S", HOSTILE_S + ("hostile/sbi_fuzz.c",), _expect("halted", "bad-hypercall", "call-refused")),
+    Hostile("bad-call-storm", "Refused SBI calls (DBCN buffers past RAM) forever, one event each.",
+            "S", HOSTILE_S + ("hostile/bad_call_storm.c",),
+            _expect("runs", "bad-hypercall", "call-refused", None, "param:ram_end")),
+    Hostile("labvmm-calls", "Every labvmm hypercall with arguments naming other VMs and huge quotas.",
+            "S", HOSTILE_S + ("hostile/labvmm_calls.c",), _expect("halted")),
+    Hostile("s-mcsr", "S-mode writes mtvec, a machine-mode CSR.",
+            "S", HOSTILE_S + ("hostile/s_mcsr.c",),
+            _expect("stopped", "no-trap-handler", STOPPED, "attack_pc")),
+    Hostile("s-satp-garbage", "Sv39 paging with the root page table outside RAM, in S-mode.",
+            "S", HOSTILE_S + ("hostile/s_satp_garbage.c",),
+            # Unicorn keeps running the translated block after `csrw satp`, so the first
+            # fetch that faults is a few instructions on: the pc is not pinned down.
+            _expect("stopped", "no-trap-handler", STOPPED)),
 )
 
 
@@ -168,13 +300,13 @@ def _read_u64(data: bytes, segments: list[tuple[int, int, int]], vaddr: int) -> 
     raise ValueError(f"no loaded bytes at 0x{vaddr:x}")
 
 
-def manifest_for(out_dir: Path) -> dict:
-    """The manifest describing the images in out_dir."""
+def manifest_for(out_dir: Path, guests: tuple[Guest, ...] = GUESTS) -> dict:
+    """The manifest describing the images of `guests` in out_dir."""
     images = []
-    for guest in GUESTS:
+    for guest in guests:
         data = (out_dir / f"{guest.name}.elf").read_bytes()
         facts = read_elf_facts(data)
-        images.append({
+        entry = {
             "name": guest.name,
             "file": f"{guest.name}.elf",
             "description": guest.description,
@@ -183,22 +315,34 @@ def manifest_for(out_dir: Path) -> dict:
             "entry": facts.entry,
             "params": facts.params,
             "sha256": hashlib.sha256(data).hexdigest(),
-        })
+        }
+        if isinstance(guest, Hostile):
+            entry["expect"] = guest.expect
+        images.append(entry)
     return {"toolchain": f"ziglang {ZIG_VERSION}", "images": images}
 
 
-def build_all(out_dir: Path) -> None:
-    """Build every image and the manifest into out_dir."""
+def _build_set(guests: tuple[Guest, ...], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for guest in GUESTS:
+    for guest in guests:
         build_image(guest, out_dir)
-    text = json.dumps(manifest_for(out_dir), indent=2) + "\n"
+    text = json.dumps(manifest_for(out_dir, guests), indent=2) + "\n"
     (out_dir / MANIFEST_NAME).write_text(text)
+
+
+def build_all(out_dir: Path) -> None:
+    """Build every image and manifest into out_dir (hostile guests into out_dir/hostile)."""
+    _build_set(GUESTS, out_dir)
+    _build_set(HOSTILE, out_dir / HOSTILE_SUBDIR)
+
+
+def _names(guests: tuple[Guest, ...], prefix: str = "") -> list[str]:
+    return [f"{prefix}{g.name}.elf" for g in guests] + [prefix + MANIFEST_NAME]
 
 
 def compare(built: Path, committed: Path) -> list[str]:
     """Names of files in built/ that are missing from or differ in committed/."""
-    names = [f"{g.name}.elf" for g in GUESTS] + [MANIFEST_NAME]
+    names = _names(GUESTS) + _names(HOSTILE, HOSTILE_SUBDIR + "/")
     return [n for n in names
             if not (committed / n).is_file()
             or (committed / n).read_bytes() != (built / n).read_bytes()]
@@ -218,11 +362,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"build.py: {name} differs from a rebuild of its sources")
         if differing:
             return 1
-        print(f"build.py: all {len(GUESTS)} images match their sources")
+        print(f"build.py: all {len(GUESTS)} images and {len(HOSTILE)} hostile images "
+              f"match their sources")
         return 0
     build_all(IMAGES_DIR)
     for guest in GUESTS:
         print(f"built images/{guest.name}.elf")
+    for guest in HOSTILE:
+        print(f"built images/{HOSTILE_SUBDIR}/{guest.name}.elf")
     return 0
 
 

@@ -21,7 +21,10 @@ from .errors import (
     VcpuError,
 )
 from .guests import builtin_guests
-from .host import DEFAULT_QUANTUM, Host, RoundRobin, RunResult
+from .host import DEFAULT_QUANTUM, Host, RunResult, Slice
+from .isolation import IsolationEvent, IsolationLog
+from .metrics import Alarm, AlarmEvent, Monitor, Sample
+from .scheduler import Credit, Policy, RoundRobin, Shares
 from .vm import VM, VMState
 
 __version__ = "0.1.0"
@@ -31,7 +34,17 @@ __all__ = [
     "VM",
     "VMState",
     "RunResult",
+    "Slice",
+    "Policy",
     "RoundRobin",
+    "Credit",
+    "Shares",
+    "Monitor",
+    "Sample",
+    "Alarm",
+    "AlarmEvent",
+    "IsolationEvent",
+    "IsolationLog",
     "DEFAULT_QUANTUM",
     "builtin_guests",
     "LabvmmError",

@@ -30,11 +30,7 @@ class Slot:
     base: int
     size: int
     device: Device
-
-    @property
-    def end(self) -> int:
-        """First address past the window."""
-        return self.base + self.size
+    end: int = 0  # first address past the window (filled in by MmioBus.attach)
 
 
 class MmioBus:
@@ -57,7 +53,7 @@ class MmioBus:
                 )
             if slot.name == name:
                 raise BusError(f"a device named {name!r} is already attached")
-        slot = Slot(name, base, size, device)
+        slot = Slot(name, base, size, device, base + size)
         self.slots.append(slot)
         self.slots.sort(key=lambda s: s.base)
         return slot

@@ -2,6 +2,7 @@
 
     labvmm run hello compute timer sbi-hello --json
     labvmm run echo --input 'echo=hi\\r\\x04'
+    labvmm run compute compute compute --policy credit --weight compute=1 --weight compute-2=2 --cap compute-3=25
     labvmm guests
     labvmm demo
 
@@ -15,6 +16,7 @@ import argparse
 import codecs
 import json
 import sys
+import time
 from collections import Counter
 
 from . import __version__
@@ -75,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--param", action="append", default=[], metavar="VM.NAME=VALUE", help="set a guest parameter"
     )
     run.add_argument("--firmware", choices=("guest", "labvmm"), default=None, help="who handles the guest's traps")
+    run.add_argument(
+        "--policy", default="round-robin", choices=("round-robin", "rr", "credit", "shares"), help="CPU scheduling policy"
+    )
+    for flag, meta, text in (
+        ("--weight", "VM=N", "credit weight 1-65535 (default 256)"),
+        ("--cap", "VM=PCT", "credit cap in %% of one CPU (0 = none)"),
+        ("--shares", "VM=LEVEL", "shares: high, normal, low or a number"),
+        ("--reservation", "VM=IPS", "shares: instructions per virtual second guaranteed"),
+        ("--limit", "VM=IPS", "shares: instructions per virtual second at most"),
+    ):
+        run.add_argument(flag, action="append", default=[], metavar=meta, help=text)
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="live progress on stderr (default: when stderr is a terminal)")
     run.add_argument("--json", action="store_true", help="print a JSON report instead of text")
 
     sub.add_parser("guests", help="list the built-in guests")
@@ -119,12 +134,57 @@ def _parse_inputs(items: list[str], names: list[str]) -> dict[str, bytes]:
     return out
 
 
+SCHED_FLAGS = {"weight": "credit", "cap": "credit", "shares": "shares", "reservation": "shares", "limit": "shares"}
+
+
+def _parse_scheduling(args, names: list[str]) -> dict[str, dict]:
+    policy = {"rr": "round-robin"}.get(args.policy, args.policy)
+    out: dict[str, dict] = {}
+    for key, owner in SCHED_FLAGS.items():
+        for item in getattr(args, key, []) or []:
+            vm, sep, value = item.partition("=")
+            if not sep or vm not in names:
+                raise UsageError(f"--{key} expects VM=VALUE with a VM of this run ({', '.join(names)}), got {item!r}")
+            if owner != policy:
+                raise UsageError(f"--{key} belongs to the {owner} policy; add --policy {owner}")
+            if key == "shares" and value in ("high", "normal", "low"):
+                out.setdefault(vm, {})[key] = value
+                continue
+            try:
+                out.setdefault(vm, {})[key] = int(value.replace("_", ""), 0)
+            except ValueError:
+                raise UsageError(f"--{key} {item!r}: {value!r} is not an integer") from None
+    return out
+
+
+class _Progress:
+    """A one-line live status on stderr, refreshed at most every half second of wall time."""
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def __call__(self, host: Host) -> bool:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + 0.5
+            parts = [f"{vm.name}:{vm.state.value[:4]} {vm.instructions / 1e6:.1f}M" for vm in host.vms.values()]
+            sys.stderr.write(f"\r[{host.virtual_seconds:8.3f} s virtual] " + "  ".join(parts)[:150] + "\033[K")
+            sys.stderr.flush()
+        return False
+
+    def done(self) -> None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
 def run_command(args) -> tuple[Host, dict]:
     """Create the host and VMs described by `args`, run them, and return (host, report)."""
     names = _vm_names(args.images)
     params = _parse_params(args.param, names)
     inputs = _parse_inputs(args.input, names)
+    scheduling = _parse_scheduling(args, names)
     host = Host(memory_mib=args.memory_mib, quantum=args.quantum)
+    host.set_policy(getattr(args, "policy", "round-robin"))
     for image, name in zip(args.images, names):
         host.create_vm(
             image,
@@ -135,7 +195,15 @@ def run_command(args) -> tuple[Host, dict]:
         )
     for name, data in inputs.items():
         host.vm(name).send_input(data)
-    result = host.run(max_insns=args.max_insns)
+    for name, values in scheduling.items():
+        host.configure_vm(name, **values)
+    show = getattr(args, "progress", None)
+    progress = _Progress() if (show if show is not None else sys.stderr.isatty()) else None
+    try:
+        result = host.run(max_insns=args.max_insns, until=progress)
+    finally:
+        if progress is not None:
+            progress.done()
     report = host.report()
     report["schema"] = JSON_SCHEMA_VERSION
     report["host"]["stopped_because"] = result.stopped_because
@@ -151,17 +219,22 @@ def _exit_status(report: dict) -> int:
 
 def format_table(report: dict) -> str:
     """The per-VM summary table printed after a run."""
-    rows = [("VM", "state", "exit", "instructions", "console", "exits")]
+    rows = [("VM", "state", "exit", "instructions", "CPU", "target", "console", "exits")]
     for vm in report["vms"]:
         exits = " ".join(f"{k}={v}" for k, v in vm["exits"].items())
         exit_text = vm["exit_code"] if vm["exit_code"] is not None else (vm["crash_reason"] or "-")
-        rows.append((vm["name"], vm["state"], str(exit_text), f"{vm['instructions']:,}", f"{vm['console_bytes']} B", exits))
+        target = "-" if vm.get("target_share") is None else f"{100 * vm['target_share']:.1f}%"
+        rows.append(
+            (vm["name"], vm["state"], str(exit_text), f"{vm['instructions']:,}", f"{100 * vm.get('cpu_share', 0):.1f}%",
+             target, f"{vm['console_bytes']} B", exits)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     h = report["host"]
     lines.append(
         f"virtual time {h['virtual_time_seconds']:.4f} s ({h['virtual_time_insns']:,} instructions), "
-        f"wall time {h['wall_time_seconds']:.3f} s, stopped: {h['stopped_because']}"
+        f"wall time {h['wall_time_seconds']:.3f} s, stopped: {h['stopped_because']}, "
+        f"policy: {h.get('scheduler', {}).get('policy', '?')}"
     )
     return "\n".join(lines)
 
@@ -199,6 +272,8 @@ def _demo_command(args) -> int:
         param=[],
         firmware=None,
         json=args.json,
+        policy="round-robin",
+        progress=False,
     )
     _, report = run_command(ns)
     if args.json:

@@ -1,7 +1,9 @@
 """The built-in guests: images built from guests/ sources, addressable by name.
 
 The images and their manifest (guests/images/manifest.json, written by guests/build.py)
-ship inside the package as `labvmm.images`, so a user needs no cross compiler.
+ship inside the package as `labvmm.images`, so a user needs no cross compiler. The hostile
+guests that test the isolation promise ship beside them as `labvmm.images.hostile` (their
+own manifest, not listed as built-in guests) and resolve by `hostile/<name>`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import ImageError
+
+
+HOSTILE_PREFIX = "hostile/"
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,15 @@ def images_dir() -> Path:
 
 def builtin_guests() -> dict[str, GuestInfo]:
     """Every built-in guest by name, in manifest order."""
-    folder = images_dir()
+    return _read_manifest(images_dir())
+
+
+def hostile_guests() -> dict[str, GuestInfo]:
+    """Every hostile guest (guests/hostile/) by name, in manifest order; resolve them as `hostile/<name>`."""
+    return _read_manifest(images_dir() / "hostile")
+
+
+def _read_manifest(folder: Path) -> dict[str, GuestInfo]:
     manifest = folder / "manifest.json"
     if not manifest.exists():
         return {}
@@ -75,6 +88,13 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path, GuestInfo | Non
     guests = builtin_guests()
     if text in guests and not os.path.exists(text):
         info = guests[text]
+        return info.name, info.path, info
+    if text.startswith(HOSTILE_PREFIX) and not os.path.exists(text):
+        hostile = hostile_guests()
+        info = hostile.get(text[len(HOSTILE_PREFIX):])
+        if info is None:
+            known = ", ".join(hostile) or "none (guests/images/hostile is empty)"
+            raise ImageError(f"no hostile guest named {text!r} (hostile guests: {known})")
         return info.name, info.path, info
     if os.path.exists(text) or os.sep in text or text.endswith((".elf", ".bin", ".img")):
         return Path(text).stem or "vm", Path(text), None

@@ -1,11 +1,13 @@
 """The host: a frame pool, its VMs, virtual time, and the deterministic run loop.
 
 Virtual time is counted in retired guest instructions (`clock`), shared by every VM on the
-host as wall time is on a real machine. The run loop gives the CPU to one ready VM at a
-time for a quantum of instructions; a slice also ends early at that VM's next timer event
-so interrupts arrive on time. A VM in `wfi` is idle and costs nothing; when every running
-VM is idle, the clock jumps to the earliest timer event. Same setup, same results: console
-output, instruction counts and state hashes are identical from run to run.
+host as wall time is on a real machine. The run loop gives the CPU to the VM its scheduling
+policy picks (`labvmm.scheduler`) for a quantum of instructions; a slice also ends early at
+any VM's next timer event (so interrupts arrive on time and a waking VM runs at once), at
+the end of the VM's allowance in the current accounting period (caps and limits), and at the
+next monitoring sample (`labvmm.metrics`). A VM in `wfi` is idle and costs nothing; when no
+VM can run, the clock jumps to the next event. Same setup, same results: console output,
+instruction counts, timelines, samples, alarms and state hashes are identical run to run.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .errors import ConfigError, ImageError, LabvmmError, LifecycleError, OutOfMemoryError
 from .guests import resolve
 from .loader import check_fits, parse_image, read_image_file
 from .memory import MIB, PAGE_SIZE, FramePool, GuestMemory
+from .metrics import Alarm, AlarmBook, Monitor
+from .scheduler import PERIOD_INSNS, RoundRobin, make_policy
 from .virt import KERNEL_BASE, RAM_BASE, insns_to_seconds
+from .isolation import IsolationLog, check_policy
 from .vm import FIRMWARES, VM, VMConfig, VMState
 
 DEFAULT_QUANTUM = 100_000
@@ -28,6 +34,16 @@ DEFAULT_HOST_MEMORY_MIB = 1024
 #: The same RAM size as QEMU's virt machine by default, so programs written for it fit.
 DEFAULT_VM_MEMORY_MIB = 128
 MAX_NAME_LENGTH = 64
+TIMELINE_CAPACITY = 100_000
+
+
+class Slice(NamedTuple):
+    """One entry of the scheduler timeline: which VM ran, from when, how long, how it ended."""
+
+    start: int
+    vm: str
+    instructions: int
+    exit: str
 
 
 @dataclass
@@ -36,26 +52,11 @@ class RunResult:
 
     instructions: int = 0  # virtual time that passed, in instructions
     retired: int = 0  # guest instructions actually retired (idle time excluded)
+    idle_insns: int = 0  # virtual time no VM could use
     slices: int = 0
     wall_seconds: float = 0.0
     stopped_because: str = ""
-    timeline: list[tuple[int, str, int, str]] = field(default_factory=list)  # (start, vm, insns, exit)
-
-
-class RoundRobin:
-    """The built-in policy: ready VMs take turns in creation order, one quantum each."""
-
-    def __init__(self) -> None:
-        self._last = -1
-
-    def pick(self, ready: list[VM]) -> VM:
-        """The next VM to run among `ready` (non-empty, in creation order)."""
-        for vm in ready:
-            if vm.id > self._last:
-                self._last = vm.id
-                return vm
-        self._last = ready[0].id
-        return ready[0]
+    timeline: list[Slice] = field(default_factory=list)  # this run's slices, when recorded
 
 
 def _check_positive_int(name: str, value, upper: int | None = None) -> int:
@@ -75,9 +76,18 @@ class Host:
         self.quantum = _check_positive_int("quantum", quantum, 1 << 40)
         self.vms: dict[str, VM] = {}
         self.clock = 0
-        self.scheduler = RoundRobin()
+        self.policy = RoundRobin()
+        self.monitor = Monitor()
+        self.alarms = AlarmBook()
+        self.timeline: deque[Slice] = deque(maxlen=TIMELINE_CAPACITY)
+        self.usage: dict[str, int] = {}  # instructions per VM in the current accounting period
+        self._period = 0
+        self._throttle: dict[str, int] = {}  # VM -> cap in % set by an alarm action
+        self._was_ready: set[str] = set()
+        self._next_sample = self.monitor.next_boundary(0)
         self._next_id = 1
         self.wall_seconds = 0.0
+        self.isolation_log = IsolationLog()  # every VM's isolation events (labvmm.isolation)
 
     # -- VMs --------------------------------------------------------------------------
     def create_vm(
@@ -91,9 +101,12 @@ class Host:
         params: dict[str, int] | None = None,
         bootargs: str = "",
         start: bool = True,
+        on_violation: str = "stop",
     ) -> VM:
         """Create a VM from a built-in guest name or an image path (started unless `start=False`).
 
+        `on_violation` says what an access outside the VM's RAM and devices does: "stop" the
+        VM or "fault" (deliver an access fault to the guest's trap handler); see labvmm.isolation.
         Raises ImageError for a missing or bad image, ConfigError for bad settings,
         OutOfMemoryError when the pool or the quota cannot supply `memory_mib`; nothing is
         left half-created on error.
@@ -133,12 +146,15 @@ class Host:
                 memory=GuestMemory(self.pool, runs),
                 host_clock=lambda: self.clock,
                 vm_count=lambda: len(self.vms),
+                isolation_log=self.isolation_log,
+                on_violation=check_policy(on_violation),
             )
         except BaseException:
             self.pool.release(vm_id)
             raise
         self._next_id += 1
         self.vms[name] = vm
+        self.monitor.register(name, self.clock)
         if start:
             vm.start()
         return vm
@@ -163,6 +179,9 @@ class Host:
         frames = self.pool.release(vm.id)
         vm._destroyed()
         del self.vms[name]
+        self.monitor.forget(name)
+        self._throttle.pop(name, None)
+        self.usage.pop(name, None)
         return frames
 
     # -- running ----------------------------------------------------------------------
@@ -180,6 +199,8 @@ class Host:
         """
         if max_insns is not None:
             _check_positive_int("max_insns", max_insns)
+        if until is not None and not callable(until):
+            raise ConfigError(f"until must be a callable taking the host, got {type(until).__name__} {until!r}")
         result = RunResult()
         started = time.perf_counter()
         try:
@@ -194,36 +215,160 @@ class Host:
         while True:
             if until is not None and until(self):
                 return "until"
+            self._roll_period()
             running = [vm for vm in self.vms.values() if vm.state == VMState.RUNNING]
             if not running:
                 return "all-stopped"
             if budget is not None and budget <= 0:
                 return "max-insns"
-            ready = [vm for vm in running if vm.ready()]
+            wanting = [vm for vm in running if vm.ready()]
+            ready = [vm for vm in wanting if self._allowance_left(vm) != 0]
+            for vm in ready:
+                if vm.name not in self._was_ready:
+                    self.policy.wake(vm, ready)
+            self._was_ready = {vm.name for vm in ready}
+            horizon = self._horizon(running, budget)
             if not ready:
-                waits = [w for w in (vm.insns_until_event() for vm in running) if w is not None]
+                waits = [w for w in (vm.insns_until_event() for vm in running) if w]
+                if len(wanting) > len(ready):  # capped VMs wait for the next period
+                    waits.append(self._period_end() - self.clock)
                 if not waits:
                     return "all-idle"
-                skip = max(min(waits), 1)
-                if budget is not None and skip > budget:
-                    skip = budget
-                self.clock += skip
-                result.instructions += skip
+                skip = min(min(waits), horizon)
                 if budget is not None:
                     budget -= skip
+                self._advance(skip, result)
                 continue
-            vm = self.scheduler.pick(ready)
-            slice_budget = self.quantum if budget is None else min(self.quantum, budget)
+            vm = self.policy.pick(ready, self.usage)
+            limit = horizon
+            left = self._allowance_left(vm)
+            if left is not None:
+                limit = min(limit, left)
             start = self.clock
-            retired, exit_value = vm.run_slice(slice_budget)
-            self.clock += retired
-            result.instructions += retired
+            retired, exit_value = vm.run_slice(min(self.quantum, limit))
+            self.policy.charge(vm, retired)
+            self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+            entry = Slice(start, vm.name, retired, type(exit_value).__name__)
+            self.timeline.append(entry)
+            if record_timeline:
+                result.timeline.append(entry)
             result.retired += retired
             result.slices += 1
             if budget is not None:
                 budget -= retired
-            if record_timeline:
-                result.timeline.append((start, vm.name, retired, type(exit_value).__name__))
+            self._advance(retired, result, budget_charged=True)
+
+    def _horizon(self, running: list[VM], budget: int | None) -> int:
+        """How far virtual time may go before the loop must look again."""
+        limits = [self._next_sample - self.clock, self._period_end() - self.clock]
+        limits += [w for w in (vm.insns_until_event() for vm in running) if w]
+        if budget is not None:
+            limits.append(budget)
+        return max(min(limits), 1)
+
+    def _advance(self, insns: int, result: RunResult, budget_charged: bool = False) -> None:
+        """Move the clock on by `insns`; sample the VMs and judge alarms at each boundary."""
+        self.clock += insns
+        result.instructions += insns
+        if not budget_charged:
+            result.idle_insns += insns
+        while self.clock >= self._next_sample:
+            samples = self.monitor.sample(self)
+            self.alarms.evaluate(samples, self.monitor.interval_insns, self)
+            self._next_sample = self.monitor.next_boundary(self.clock)
+
+    def _period_end(self) -> int:
+        return (self.clock // PERIOD_INSNS + 1) * PERIOD_INSNS
+
+    def _roll_period(self) -> None:
+        period = self.clock // PERIOD_INSNS
+        if period != self._period:
+            self._period = period
+            self.usage = {}
+
+    def _allowance_left(self, vm: VM) -> int | None:
+        """Instructions the VM may still run this period (None: no cap)."""
+        cap = self.policy.allowance(vm, PERIOD_INSNS)
+        throttle = self._throttle.get(vm.name)
+        if throttle is not None:
+            cap = PERIOD_INSNS * throttle // 100 if cap is None else min(cap, PERIOD_INSNS * throttle // 100)
+        if cap is None:
+            return None
+        return max(cap - self.usage.get(vm.name, 0), 0)
+
+    # -- policy, throttling and alarms ------------------------------------------------------
+    def set_policy(self, policy) -> object:
+        """Use a scheduling policy (a name: round-robin, credit, shares; or a Policy object).
+
+        Takes effect from the next slice; parameters set on the previous policy are dropped.
+        """
+        if isinstance(policy, str):
+            policy = make_policy(policy)
+        missing = [m for m in ("pick", "charge", "wake", "allowance", "target_share") if not hasattr(policy, m)]
+        if missing:
+            raise ConfigError(f"a scheduling policy needs the methods {', '.join(missing)}; got {policy!r}")
+        self.policy = policy
+        self._was_ready = set()
+        return policy
+
+    def configure_vm(self, name: str, **params) -> dict:
+        """Set scheduling parameters of a VM for the current policy (weight=, cap=, shares=, ...).
+
+        Takes effect from the next slice; returns the VM's parameters.
+        """
+        self.vm(name)
+        configure = getattr(self.policy, "configure", None)
+        if configure is None:
+            raise ConfigError(f"policy {self.policy.name!r} has no per-VM parameters (got {sorted(params)})")
+        try:
+            configure(name, **params)
+        except TypeError:
+            raise ConfigError(
+                f"policy {self.policy.name!r} does not take {sorted(params)}; "
+                f"it takes: {', '.join(self.policy.params(name))}"
+            ) from None
+        return self.policy.params(name)
+
+    def throttle(self, name: str, cap_percent: int | None) -> None:
+        """Cap a VM at `cap_percent` of one CPU whatever the policy says (None lifts it)."""
+        self.vm(name)
+        if cap_percent is None:
+            self._throttle.pop(name, None)
+            return
+        if isinstance(cap_percent, bool) or not isinstance(cap_percent, int) or not 1 <= cap_percent <= 100:
+            raise ConfigError(f"throttle cap must be an integer 1..100 (%), got {cap_percent!r}")
+        self._throttle[name] = cap_percent
+
+    def add_alarm(self, alarm: Alarm | None = None, **fields) -> Alarm:
+        """Add an alarm: an `Alarm`, or its fields (name=, metric=, op=, threshold=, ...)."""
+        if alarm is None:
+            try:
+                alarm = Alarm(**fields)
+            except TypeError as exc:
+                raise ConfigError(f"bad alarm fields {sorted(fields)}: {exc}") from None
+        if alarm.vm is not None:
+            self.vm(alarm.vm)
+        return self.alarms.add(alarm)
+
+    def _alarm_action(self, alarm: Alarm, vm_name: str) -> None:
+        vm = self.vms.get(vm_name)
+        if vm is None:
+            return
+        if alarm.action == "pause" and vm.state == VMState.RUNNING:
+            vm.pause()
+        elif alarm.action == "throttle":
+            self._throttle[vm_name] = alarm.throttle_cap
+
+    def cpu_shares(self, since: int = 0) -> dict[str, float]:
+        """Each VM's share of the CPU from virtual time `since` to now, from the timeline."""
+        span = self.clock - since
+        if span <= 0:
+            raise ConfigError(f"since must be before the current virtual time {self.clock}, got {since}")
+        totals = {name: 0 for name in self.vms}
+        for s in self.timeline:
+            if s.start >= since and s.vm in totals:
+                totals[s.vm] += s.instructions
+        return {name: total / span for name, total in totals.items()}
 
     def step(self, name: str, count: int = 1) -> int:
         """Run one VM for exactly up to `count` instructions (it must be running or paused)."""
@@ -234,8 +379,12 @@ class Host:
         was_paused = vm.state == VMState.PAUSED
         vm.state = VMState.RUNNING
         vm.idle = False
-        retired, _ = vm.run_slice(count)
-        self.clock += retired
+        start = self.clock
+        retired, exit_value = vm.run_slice(count)
+        self.policy.charge(vm, retired)
+        self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+        self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
+        self._advance(retired, RunResult(), budget_charged=True)
         if was_paused and vm.state == VMState.RUNNING:
             vm.state = VMState.PAUSED
         return retired
@@ -260,6 +409,7 @@ class Host:
             "total_frames": self.pool.frame_count,
             "free_frames": self.pool.free_frames(),
             "owned_frames": {vm.name: self.pool.owned_frames(vm.id) for vm in self.vms.values()},
+            "shared_frames": 0,  # no frame is mapped into two VMs yet
         }
 
     def report(self) -> dict:
@@ -271,13 +421,38 @@ class Host:
                 "virtual_time_insns": self.clock,
                 "virtual_time_seconds": self.virtual_seconds,
                 "wall_time_seconds": round(self.wall_seconds, 6),
+                "vmm_wall_seconds": round(self.vmm_seconds(), 6),
                 "state_hash": self.state_hash(),
+                "scheduler": self._describe_policy(),
+                "memory": self.memory_report(),
+                "alarms": [a.__dict__ for a in self.alarms.log],
             },
-            "vms": [vm.report() for vm in self.vms.values()],
+            "vms": [self._vm_report(vm) for vm in self.vms.values()],
         }
+
+    def _describe_policy(self) -> dict:
+        describe = getattr(self.policy, "describe", None)
+        return describe() if describe else {"policy": getattr(self.policy, "name", type(self.policy).__name__)}
+
+    def _vm_report(self, vm: VM) -> dict:
+        report = vm.report()
+        wanting = [v for v in self.vms.values() if v.state == VMState.RUNNING]
+        report["cpu_share"] = vm.instructions / self.clock if self.clock else 0.0
+        report["target_share"] = self.policy.target_share(vm, wanting) if vm in wanting else None
+        params = getattr(self.policy, "params", None)
+        report["scheduling"] = params(vm.name) if params else {}
+        if vm.name in self._throttle:
+            report["scheduling"] = {**report["scheduling"], "throttled_to": self._throttle[vm.name]}
+        report["frames"] = self.pool.owned_frames(vm.id)
+        return report
+
+    def vmm_seconds(self) -> float:
+        """Wall time the host spent outside guest code: scheduling, devices, hypercalls (all runs)."""
+        in_guest = sum(vm.guest_seconds - vm.exit_seconds for vm in self.vms.values())
+        return max(self.wall_seconds - in_guest, 0.0)
 
     def __repr__(self) -> str:
         return f"<Host {self.memory_mib} MiB, {len(self.vms)} VMs, clock={self.clock}>"
 
 
-__all__ = ["Host", "RunResult", "RoundRobin", "LabvmmError", "ImageError"]
+__all__ = ["Host", "RunResult", "Slice", "LabvmmError", "ImageError"]

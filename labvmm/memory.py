@@ -23,6 +23,8 @@ from .errors import ConfigError, GuestMemoryError, OutOfMemoryError
 PAGE_SIZE = 4096
 MIB = 1 << 20
 FREE = -1
+# Fixed odd multipliers for page fingerprints (deterministic, not secret).
+_FINGERPRINT_MULTIPLIERS = (np.random.default_rng(0x1AB).integers(0, 2**63, PAGE_SIZE // 8, dtype=np.uint64) * 2 + 1).astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,22 @@ class GuestMemory:
             start = run.first_frame * PAGE_SIZE
             h.update(self._pool.view[start : start + run.size])
         return h.digest()
+
+    def page_fingerprints(self) -> np.ndarray:
+        """One 64-bit fingerprint per 4 KiB page, in guest address order (for dirty tracking).
+
+        A multiply-and-sum hash of the page's words with fixed odd multipliers: two pages
+        that differ almost never share it, and numpy computes it for 16 MiB in a few ms.
+        """
+        parts = []
+        chunk = 256  # pages per step: bounds the temporary array to 1 MiB
+        for run in self.runs:
+            words = np.frombuffer(self._pool.view, dtype=np.uint64, count=run.size // 8,
+                                  offset=run.first_frame * PAGE_SIZE).reshape(run.frames, PAGE_SIZE // 8)
+            for start in range(0, run.frames, chunk):
+                block = words[start : start + chunk]
+                parts.append((block * _FINGERPRINT_MULTIPLIERS).sum(axis=1, dtype=np.uint64))
+        return np.concatenate(parts)
 
     def host_pointers(self) -> list[tuple[int, int, int]]:
         """(guest address, host address, size) of every run, for mapping into the CPU."""

@@ -6,9 +6,11 @@ arguments; the firmware returns a0 = error code and a1 = value (chapter 3). Lega
 extensions (chapter 5) return their value in a0 alone.
 
 Every pointer and length a guest passes is checked against that guest's own RAM before
-anything is read or written; a bad one gets SBI_ERR_INVALID_PARAM (DBCN, 12.1), never an
-access to host memory. The handler is a plain function over a `SbiEnv` so tests can drive
-it with a fake.
+anything is read or written (a bounds check only: nothing is copied to check it); a bad one
+gets SBI_ERR_INVALID_PARAM (DBCN, 12.1), never an access to host memory. A call refused for
+a bad argument carries a `Refusal` the VM turns into an isolation event; an unknown
+extension or function is normal probing (what Base probe_extension, SBI 4.4, is for) and is not.
+The handler is a plain function over a `SbiEnv` so tests can drive it with a fake.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ EXTENSION_NAMES = {
 }
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+#: Most bytes one DBCN console_write copies; the call may write fewer bytes than asked and
+#: says how many (SBI 12.1), so a guest asking for its whole RAM costs the host little.
+DBCN_WRITE_CHUNK = 64 * 1024
 
 
 class SbiEnv(Protocol):
@@ -82,6 +87,8 @@ class SbiEnv(Protocol):
 
     vm_id: int
     vm_count: int
+
+    def guest_contains(self, addr: int, length: int) -> bool: ...
 
     def guest_read(self, addr: int, length: int) -> bytes | None: ...
 
@@ -95,13 +102,23 @@ class SbiEnv(Protocol):
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why a call was refused: the bad pointer (0 when the bad argument is no pointer), its length."""
+
+    address: int
+    size: int
+    detail: str
+
+
+@dataclass(frozen=True)
 class SbiResult:
-    """What to put in a0 (and a1 unless `legacy`), and an exit that ends the slice, if any."""
+    """What to put in a0 (and a1 unless `legacy`), an exit that ends the slice, and a refusal."""
 
     error: int
     value: int = 0
     legacy: bool = False
     exit: object | None = None
+    refusal: Refusal | None = None
 
 
 def _signed(value: int) -> int:
@@ -163,7 +180,8 @@ def _srst(fid: int, a: tuple[int, ...]) -> SbiResult:
     kind, reason = a[0] & 0xFFFF_FFFF, a[1] & 0xFFFF_FFFF
     if kind > SRST_WARM_REBOOT or reason > SRST_REASON_FAILURE:
         # Reserved or vendor-specific types and reasons (SBI 10.1): not ours to honour.
-        return SbiResult(SBI_ERR_INVALID_PARAM)
+        detail = f"SRST system_reset with reset_type 0x{kind:x} and reason 0x{reason:x} (expected type 0-2, reason 0-1)"
+        return SbiResult(SBI_ERR_INVALID_PARAM, refusal=Refusal(0, 0, detail))
     if kind == SRST_SHUTDOWN:
         code = 1 if reason == SRST_REASON_FAILURE else 0
         return SbiResult(SBI_SUCCESS, exit=Halt(code, "SBI system reset: shutdown"))
@@ -176,19 +194,20 @@ def _dbcn(fid: int, a: tuple[int, ...], env: SbiEnv) -> SbiResult:
         return SbiResult(SBI_SUCCESS)
     if fid not in (0, 1):
         return SbiResult(SBI_ERR_NOT_SUPPORTED)
-    length = a[0]
+    length = a[0] & MASK64
     addr = (a[1] & MASK64) | ((a[2] & MASK64) << 64)  # base_addr_hi is 0 on rv64 (12.1)
     if length == 0:
         return SbiResult(SBI_SUCCESS, 0)
+    # The whole buffer must be the caller's RAM, checked before anything is copied; a range
+    # that wraps past 2**64 or reaches beyond RAM is refused, not truncated.
+    if not env.guest_contains(addr, length):
+        name = "console_write" if fid == 0 else "console_read"
+        detail = f"DBCN {name} buffer 0x{addr:x}+0x{length:x} is not inside the VM's RAM"
+        return SbiResult(SBI_ERR_INVALID_PARAM, refusal=Refusal(a[1] & MASK64, length, detail))
     if fid == 0:  # console_write
-        data = env.guest_read(addr, length)
-        if data is None:
-            return SbiResult(SBI_ERR_INVALID_PARAM)
+        data = env.guest_read(addr, min(length, DBCN_WRITE_CHUNK))
         env.console_write(data)
         return SbiResult(SBI_SUCCESS, len(data))
-    # console_read: check the whole destination first, then read what is queued
-    if env.guest_read(addr, length) is None:
-        return SbiResult(SBI_ERR_INVALID_PARAM)
     data = env.console_read(length)
     if data and not env.guest_write(addr, data):
         return SbiResult(SBI_ERR_FAILED)

@@ -26,6 +26,7 @@ MSTATUS_MPP = 3 << MSTATUS_MPP_SHIFT
 
 # Exception causes (table 3.6)
 CAUSE_MISALIGNED_FETCH = 0
+CAUSE_FETCH_ACCESS = 1
 CAUSE_ILLEGAL_INSTRUCTION = 2
 CAUSE_BREAKPOINT = 3
 CAUSE_ECALL_U = 8
@@ -88,6 +89,8 @@ def enter_trap(cpu, cause: int, epc: int, tval: int = 0, interrupt: bool = False
 
 def deliverable_m_interrupt(cpu, pending_m: int) -> int | None:
     """The M-level interrupt cause to take now, if any (3.1.9: enabled and not masked)."""
+    if not pending_m & M_LEVEL:
+        return None
     enabled = pending_m & cpu.read_csr("mie") & M_LEVEL
     if not enabled:
         return None

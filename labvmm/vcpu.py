@@ -7,7 +7,10 @@ about devices, SBI or scheduling. Its collaborators are handed in as callables:
 - `on_mmio(Mmio) -> int`: a device register access (reads return the value);
 - `on_trap(Trap | Hypercall) -> exit or None`: a synchronous exception or `ecall`; returning
   an exit value ends the slice with it;
-- `on_fault(Fault)`: an access to unmapped guest-physical memory (always ends the slice).
+- `on_fault(Fault) -> exit or None`: an access outside RAM and device registers (or an MMIO
+  access a device callback abandoned with `abandon_access`). It is called once the slice has
+  stopped, so the registers and pc it sets stick (to enter the guest's trap handler); it
+  returns the exit value that ends the slice, or None for the Fault itself.
 
 Counting retired instructions. Unicorn stops exactly after `count` instructions but does not
 report how many ran when it stops earlier (at `wfi`, or when a hook stops it). Its internal
@@ -94,7 +97,7 @@ class Vcpu:
         *,
         on_mmio: Callable[[Mmio], int],
         on_trap: Callable[[Trap | Hypercall], object],
-        on_fault: Callable[[Fault], None],
+        on_fault: Callable[[Fault], object],
     ) -> None:
         self._on_mmio, self._on_trap, self._on_fault = on_mmio, on_trap, on_fault
         try:
@@ -108,11 +111,15 @@ class Vcpu:
         self._budget = ctypes.c_uint64.from_address(base + offset + 8)
         self._callbacks: list[object] = []  # Unicorn keeps no Python references itself
         self._stop_exit: object | None = None
+        self._access_fault: Fault | None = None  # the first bad access of this slice
         self._running = False
         self._in_mmio = False
         self._uc.hook_add(unicorn.UC_HOOK_INTR, self._hook_intr)
         self._uc.hook_add(
-            unicorn.UC_HOOK_MEM_READ_UNMAPPED | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED | unicorn.UC_HOOK_MEM_FETCH_UNMAPPED,
+            unicorn.UC_HOOK_MEM_READ_UNMAPPED
+            | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED
+            | unicorn.UC_HOOK_MEM_FETCH_UNMAPPED
+            | unicorn.UC_HOOK_MEM_FETCH_PROT,  # a jump into device registers (mapped, not executable)
             self._hook_unmapped,
         )
 
@@ -158,12 +165,16 @@ class Vcpu:
         if budget <= 0:
             raise VcpuError(f"instruction budget must be positive, got {budget}")
         self._stop_exit = None
+        self._access_fault = None
         self._running = True
         try:
-            self._uc.emu_start(self.pc, 0, count=budget)
-        except unicorn.UcError as exc:
-            if self._stop_exit is None:
-                self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
+            try:
+                self._uc.emu_start(self.pc, 0, count=budget)
+            except unicorn.UcError as exc:
+                if self._stop_exit is None and self._access_fault is None:
+                    self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
+            if self._access_fault is not None:
+                self._stop_exit = self._take_access_fault()
         finally:
             self._running = False
         # The counter includes the instruction at which the count hook stopped the CPU
@@ -191,6 +202,31 @@ class Vcpu:
         event = Trap(cause=3, pc=pc + 4, privilege=self._uc.reg_read(rc.UC_RISCV_REG_PRIV))
         result = self._on_trap(event)  # Trap.pc follows Unicorn's convention: past by 4
         return result if result is not None else event
+
+    def _take_access_fault(self) -> object:
+        """Hand the slice's bad access to `on_fault` once Unicorn has stopped.
+
+        A load or store was counted when it started but did not retire (an access fault is
+        precise, unprivileged spec 1.6): take it off the counter, so virtual time and
+        `retired_in_slice` inside `on_fault` are exact. A failed fetch was never counted.
+        """
+        fault, self._access_fault = self._access_fault, None
+        if fault.kind != "fetch" and self._counter.value > 0:
+            self._counter.value -= 1
+        result = self._on_fault(fault)
+        return result if result is not None else fault
+
+    def abandon_access(self, fault: Fault) -> None:
+        """From a device callback: drop the access in progress and end the slice with `fault`.
+
+        Stopping Unicorn inside an MMIO callback abandons the access (a load's register is
+        not written, the pc stays on the instruction), which is what an access fault needs;
+        `on_fault` then decides, as for an unmapped address. Only the first call counts: an
+        8-byte access reaches the callbacks as two 4-byte halves.
+        """
+        if self._running and self._access_fault is None:
+            self._access_fault = fault
+            self._uc.emu_stop()
 
     def retired_in_slice(self) -> int:
         """Instructions retired so far in the running slice (the current one included)."""
@@ -226,15 +262,28 @@ class Vcpu:
             self.request_stop(result)
 
     def _hook_unmapped(self, uc, access, address, size, value, _ud):
-        kind = {
-            unicorn.UC_MEM_READ_UNMAPPED: "read",
-            unicorn.UC_MEM_WRITE_UNMAPPED: "write",
-            unicorn.UC_MEM_FETCH_UNMAPPED: "fetch",
-        }.get(access, "access")
-        pc = uc.reg_read(rc.UC_RISCV_REG_PC)
-        fault = Fault(kind, pc, address, size, f"{kind} of {size} bytes at unmapped 0x{address:x}")
-        self._stop_exit = fault
-        self._on_fault(fault)
+        """An access where the guest has no RAM (or a fetch from device registers): record it.
+
+        Measured on Unicorn 2.1.4: the slice cannot continue from here (returning True
+        without mapping the page ends emu_start with UC_ERR_MAP), and a pc written here is
+        lost for loads (Unicorn restores the load's pc afterwards). So the hook only records
+        the first bad access of the slice and stops; `run` hands it to `on_fault` once
+        emu_start has returned. The pc is exact: the load or store itself, or for a fetch
+        the instruction being fetched (the jump target, or an instruction straddling the end
+        of RAM, whose unmapped half is then `address`). A store straddling the end of RAM
+        reports each unmapped byte; its bytes inside RAM have been written (Unicorn splits it,
+        as a hart may split a misaligned store).
+        """
+        if self._access_fault is None:
+            kind = {
+                unicorn.UC_MEM_READ_UNMAPPED: "read",
+                unicorn.UC_MEM_WRITE_UNMAPPED: "write",
+                unicorn.UC_MEM_FETCH_UNMAPPED: "fetch",
+                unicorn.UC_MEM_FETCH_PROT: "fetch",
+            }.get(access, "access")
+            where = "device registers" if access == unicorn.UC_MEM_FETCH_PROT else "unmapped"
+            pc = uc.reg_read(rc.UC_RISCV_REG_PC)
+            self._access_fault = Fault(kind, pc, address, size, f"{kind} of {size} bytes at {where} 0x{address:x}")
         return False
 
     # -- registers --------------------------------------------------------------------

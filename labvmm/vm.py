@@ -15,18 +15,29 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Callable
+
+import numpy as np
 
 from . import sbi, traps
 from .bus import MmioBus
 from .devices import Clint, Plic, TestFinisher, Uart16550
-from .errors import ConfigError, LifecycleError
+from .errors import ConfigError, GuestMemoryError, LifecycleError
 from .exits import BudgetDone, Fault, Halt, Hypercall, Idle, Mmio, Preempted, Reset, Trap, Yield
 from .fdt import place_dtb, virt_dtb
+from .isolation import (
+    CAUSE_FETCH_ACCESS,
+    CAUSE_LOAD_ACCESS,
+    CAUSE_STORE_ACCESS,
+    DEFAULT_POLICY,
+    IsolationEvent,
+    IsolationLog,
+    check_policy,
+)
 from .loader import Image, resolve_params
-from .memory import GuestMemory
+from .memory import PAGE_SIZE, GuestMemory
 from .vcpu import ABI_NAMES, CSR_NAMES, PRIV_M, PRIV_NAMES, PRIV_S, PRIV_U, Vcpu
 from .virt import (
     CLINT_BASE,
@@ -40,6 +51,7 @@ from .virt import (
 )
 
 CONSOLE_LIMIT_BYTES = 1 << 20
+_UNKNOWN = object()  # "not computed yet" for caches that may legitimately hold None
 #: When an interrupt is pending and enabled but masked, re-check this often (instructions).
 MASKED_POLL_INSNS = 1000
 #: Exceptions labvmm delegates to S-mode when it is the guest's firmware, as OpenSBI does:
@@ -106,6 +118,8 @@ class VM:
         memory: GuestMemory,
         host_clock: Callable[[], int],
         vm_count: Callable[[], int],
+        isolation_log: IsolationLog | None = None,
+        on_violation: str = DEFAULT_POLICY,
     ) -> None:
         if config.firmware not in FIRMWARES:
             raise ConfigError(f"firmware must be one of {FIRMWARES}, got {config.firmware!r}")
@@ -116,19 +130,25 @@ class VM:
         self.memory = memory
         self._param_writes = resolve_params(image, config.params)
         self._host_clock = host_clock
-        self.vm_count = vm_count
+        self._vm_count = vm_count
         self.state = VMState.CREATED
         self.exit_code: int | None = None
         self.crash_reason: str | None = None
         self.last_fault: Fault | None = None
+        self.on_violation = on_violation  # validated by the property below
+        self.isolation_events = IsolationLog()  # this VM's events; the host's log gets them too
+        self._host_isolation_log = isolation_log
+        self._handler_entry: tuple[int, int] | None = None  # (handler pc, own instructions) at the last trap entry
         self.instructions = 0
         self.slices = 0
         self.exits: Counter[str] = Counter()
         self.console = ConsoleBuffer()
         self.idle = False
         self.resets = 0
-        self.guest_seconds = 0.0
+        self.guest_seconds = 0.0  # wall time inside the CPU, exit handlers included
+        self.exit_seconds = 0.0  # wall time in the VMM's exit handlers called from the CPU
         self._digest_cache: tuple | None = None
+        self._page_epoch = None  # page fingerprints at the last dirty_pages() call
         self._stimer_deadline: int | None = None  # SBI set_timer value, in mtime ticks
         self._build_platform()
         self._boot()
@@ -187,6 +207,8 @@ class VM:
         else:
             self.cpu.set_privilege(PRIV_M)
         self._stimer_deadline = None
+        self._next_event_at = _UNKNOWN  # absolute virtual time of the next timer event (cache)
+        self._s_lines = 0  # the S-level interrupt lines last driven into mip
         self.idle = False
 
     # -- time ---------------------------------------------------------------------------
@@ -207,6 +229,20 @@ class VM:
     def insns_until_event(self) -> int | None:
         """Instructions of virtual time until this VM's next timer interrupt, if any.
 
+        The host asks this for every VM before every slice, so the answer is kept as an
+        absolute time until a timer is reprogrammed (`_timer_changed`) or it fires.
+        """
+        now = self.now()
+        cached = self._next_event_at
+        if cached is not _UNKNOWN and (cached is None or cached > now):
+            return None if cached is None else cached - now
+        until = self._compute_insns_until_event()
+        self._next_event_at = None if until is None else now + until
+        return until
+
+    def _compute_insns_until_event(self) -> int | None:
+        """Instructions of virtual time until this VM's next timer interrupt, if any.
+
         A timer that has already fired is no event to wait for: its interrupt stays pending
         (level-triggered) however much time passes. Counting it as 0 made an idle host with a
         fired-but-disabled timer skip ahead one instruction at a time, forever.
@@ -220,6 +256,7 @@ class VM:
         return min(events) if events else None
 
     def _timer_changed(self) -> None:
+        self._next_event_at = _UNKNOWN
         # A new mtimecmp may be sooner than the end of this slice: end the slice there.
         until = self.insns_until_event()
         if until is not None:
@@ -242,28 +279,34 @@ class VM:
             pending |= traps.MIP_MEIP
         return pending
 
-    def _sync_s_interrupts(self) -> int:
-        """Drive mip.STIP and mip.SEIP from the SBI timer and the PLIC; returns mip."""
+    def _sync_s_interrupts(self) -> None:
+        """Drive mip.STIP and mip.SEIP from the SBI timer and the PLIC when their level changes.
+
+        Only changes are written (a CSR access costs microseconds), and an M-mode guest that
+        sets STIP itself, as SBI firmware does, keeps it until our own line changes.
+        """
         want = 0
         if self._stimer_deadline is not None and self.mtime_ticks() >= self._stimer_deadline:
             want |= traps.MIP_STIP
         if self.plic.context_pending(PLIC_CONTEXT_S):
             want |= traps.MIP_SEIP
-        mip = self.cpu.read_csr("mip")
-        new = (mip & ~(traps.MIP_STIP | traps.MIP_SEIP)) | want
-        if new != mip:
-            self.cpu.write_csr("mip", new)
-        return new
+        if want != self._s_lines:
+            mip = self.cpu.read_csr("mip")
+            self.cpu.write_csr("mip", (mip & ~(traps.MIP_STIP | traps.MIP_SEIP)) | want)
+            self._s_lines = want
 
     def interrupt_pending(self) -> bool:
         """True when an interrupt enabled in mie is pending (what wakes a hart from wfi)."""
-        pending = self._pending_m_interrupts() | self._sync_s_interrupts()
+        self._sync_s_interrupts()
+        pending = self._pending_m_interrupts() | self.cpu.read_csr("mip")
         return bool(pending & self.cpu.read_csr("mie"))
 
     def _deliver_interrupts(self) -> bool:
         """Take a deliverable M-level interrupt; True if one stays pending, enabled but masked."""
         self._sync_s_interrupts()
         pending = self._pending_m_interrupts()
+        if not pending:
+            return False
         cause = traps.deliverable_m_interrupt(self.cpu, pending)
         if cause is not None:
             traps.enter_trap(self.cpu, cause, self.cpu.pc, 0, interrupt=True)
@@ -319,7 +362,8 @@ class VM:
             self.cpu.close()  # the reset hart is a fresh Unicorn instance
             self._boot()
         elif isinstance(exit_value, Trap):
-            self.exits["breakpoint"] += 1  # ebreak: the guest's handler was entered
+            if exit_value.cause == traps.CAUSE_BREAKPOINT:  # else an access fault, counted as a trap
+                self.exits["breakpoint"] += 1  # ebreak: the guest's handler was entered
         elif isinstance(exit_value, Fault):
             self.exits["fault"] += 1
             self.last_fault = exit_value
@@ -332,20 +376,80 @@ class VM:
     # -- exit callbacks from the vCPU -----------------------------------------------------
     def _on_mmio(self, access: Mmio) -> int:
         self.exits["mmio"] += 1
+        started = time.perf_counter()
         try:
             return handle_mmio(self, access)
         except Exception as exc:  # a device bug must not take the host down
             self.cpu.request_stop(Fault("vmm", self.cpu.pc, access.address, access.size, f"device error: {exc!r}"))
             return 0
+        finally:
+            self.exit_seconds += time.perf_counter() - started
 
     def _on_trap(self, event: Trap | Hypercall):
+        started = time.perf_counter()
         try:
             return handle_trap(self, event)
         except Exception as exc:
             return Fault("vmm", self.cpu.pc, reason=f"VMM error handling {event}: {exc!r}")
+        finally:
+            self.exit_seconds += time.perf_counter() - started
 
-    def _on_fault(self, fault: Fault) -> None:
+    def _on_fault(self, fault: Fault):
+        try:
+            return self._handle_fault(fault)
+        except Exception as exc:  # a VMM bug must not take the host down
+            return Fault("vmm", fault.pc, fault.address, fault.size, f"VMM error handling {fault}: {exc!r}")
+
+    def _handle_fault(self, fault: Fault):
+        """An access outside RAM and device registers: record it, then fault the guest or stop it.
+
+        Called by the vCPU once the slice has stopped, the pc still on the faulting
+        instruction. With `on_violation == "fault"` the guest takes the access fault real
+        hardware raises (privileged spec v1.12, table 3.6: cause 1 fetch, 5 load, 7 store;
+        mtval/stval = the address, 3.1.16) and runs its handler from the next slice; without a
+        handler, or when the handler's own first instruction faults (it would re-enter itself
+        forever), the VM is stopped.
+        """
+        if fault.kind == "mmio":
+            kind = "no-device"
+            cause = CAUSE_STORE_ACCESS if fault.details.get("is_write") else CAUSE_LOAD_ACCESS
+        else:
+            kind = f"unmapped-{fault.kind}"
+            cause = {"fetch": CAUSE_FETCH_ACCESS, "write": CAUSE_STORE_ACCESS}.get(fault.kind, CAUSE_LOAD_ACCESS)
+        if self._on_violation == "fault":
+            privilege = self.cpu.get_privilege()
+            missing = _enter_handler(self, cause, fault.pc, fault.address)
+            if missing is None:
+                self._record_violation(
+                    kind, fault.pc, fault.address, fault.size, "fault-delivered",
+                    f"{fault.reason}: access fault (cause {cause}) delivered to the guest's trap handler",
+                )
+                return Trap(cause=cause, pc=fault.pc + 4, privilege=privilege)  # pc past by 4, as Unicorn reports
+            fault = replace(fault, reason=f"{fault.reason}, and {missing}")
+        self._record_violation(kind, fault.pc, fault.address, fault.size, "vm-stopped", fault.reason)
         self.last_fault = fault
+        return fault
+
+    def _record_violation(self, kind: str, pc: int, address: int, size: int, action: str, detail: str) -> IsolationEvent:
+        """Log an isolation event in this VM's log and the host's, and count it."""
+        event = IsolationEvent(
+            vm=self.name, vm_id=self.id, kind=kind, pc=pc, address=address, size=size,
+            action=action, time_insns=self.now(), detail=detail,
+        )
+        self.isolation_events.record(event)
+        if self._host_isolation_log is not None:
+            self._host_isolation_log.record(event)
+        self.exits["violation"] += 1
+        return event
+
+    @property
+    def on_violation(self) -> str:
+        """What an access outside this VM's RAM and devices does: "stop" the VM, or "fault" the guest."""
+        return self._on_violation
+
+    @on_violation.setter
+    def on_violation(self, policy: str) -> None:
+        self._on_violation = check_policy(policy)
 
     def _power_off(self, code: int) -> None:
         self.cpu.request_stop(Halt(code, "test finisher"))
@@ -358,6 +462,15 @@ class VM:
     def vm_id(self) -> int:
         """The VM's id on its host (what labvmm's "which VM am I" call returns)."""
         return self.id
+
+    @property
+    def vm_count(self) -> int:
+        """How many VMs the host has (what labvmm's "how many VMs" call returns)."""
+        return self._vm_count()
+
+    def guest_contains(self, addr: int, length: int) -> bool:
+        """True when [addr, addr+length) lies inside the VM's RAM (a check, nothing copied)."""
+        return self.memory.contains(addr, length)
 
     def guest_read(self, addr: int, length: int) -> bytes | None:
         """Guest RAM bytes, or None when the range is not entirely inside RAM."""
@@ -384,6 +497,7 @@ class VM:
         mip = self.cpu.read_csr("mip")
         if mip & traps.MIP_STIP:
             self.cpu.write_csr("mip", mip & ~traps.MIP_STIP)
+        self._s_lines &= ~traps.MIP_STIP
         self._timer_changed()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -434,6 +548,8 @@ class VM:
         """A register by name: x0-x31, ABI names, pc, priv, or a CSR (mstatus, satp, ...)."""
         if self.state == VMState.DESTROYED:
             raise LifecycleError(f"VM {self.name!r} is destroyed")
+        if not isinstance(name, str):
+            raise ConfigError(f"a register is named by a string (a0, pc, mstatus, ...), got {type(name).__name__} {name!r}")
         key = name.lower()
         if key == "pc":
             return self.cpu.pc
@@ -458,10 +574,27 @@ class VM:
         out.update(self.cpu.csrs())
         return out
 
+    def dirty_pages(self) -> list[int]:
+        """Guest addresses of the pages written since the previous call (first call: every non-zero page).
+
+        Pages are compared by fingerprint with the previous epoch (DESIGN.md: compare page
+        hashes with numpy); write-protect tracking, as KVM does it, is an assignment.
+        """
+        self._require("track dirty pages of", VMState.CREATED, VMState.RUNNING, VMState.PAUSED,
+                      VMState.HALTED, VMState.CRASHED)
+        current = self.memory.page_fingerprints()
+        previous = self._page_epoch if self._page_epoch is not None else np.zeros_like(current)
+        changed = np.flatnonzero(current != previous)
+        self._page_epoch = current
+        return [self.memory.base + int(i) * PAGE_SIZE for i in changed]
+
     def read_memory(self, addr: int, length: int) -> bytes:
         """Guest-physical RAM bytes (raises GuestMemoryError outside RAM)."""
         if self.state == VMState.DESTROYED:  # its frames may belong to another VM by now
             raise LifecycleError(f"VM {self.name!r} is destroyed")
+        for what, value in (("addr", addr), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise GuestMemoryError(f"read_memory {what} must be an integer, got {type(value).__name__} {value!r}")
         return self.memory.read(addr, length)
 
     def state_hash(self) -> str:
@@ -500,6 +633,10 @@ class VM:
             "console_bytes": self.console.total,
             "console_dropped": self.console.dropped,
             "exits": dict(sorted(self.exits.items())),
+            "wall": {  # wall-clock figures: the only fields that differ between identical runs
+                "guest_seconds": round(self.guest_seconds - self.exit_seconds, 6),
+                "exit_handler_seconds": round(self.exit_seconds, 6),
+            },
             "state_hash": self.state_hash(),
         }
 
@@ -509,12 +646,15 @@ class VM:
 
 # -- exit handlers: plain functions over a VM --------------------------------------------
 def handle_mmio(vm: VM, access: Mmio) -> int:
-    """Dispatch a device register access; an address with no device stops the VM."""
+    """Dispatch a device register access; where no register is, the access faults (`VM._on_fault`)."""
     slot = vm.bus.find(access.address)
     if slot is None:
-        vm.cpu.request_stop(
-            Fault("mmio", vm.cpu.pc, access.address, access.size, f"no device at 0x{access.address:x}")
+        # Abandoned, not completed: a load's register stays as it was, as for an access fault.
+        fault = Fault(
+            "mmio", vm.cpu.pc, access.address, access.size, f"no device at 0x{access.address:x}",
+            details={"is_write": access.is_write},
         )
+        vm.cpu.abandon_access(fault)
         return 0
     offset = access.address - slot.base
     if access.is_write:
@@ -530,13 +670,17 @@ def handle_trap(vm: VM, event: Trap | Hypercall):
         if _is_sbi_call(vm, event):
             vm.exits["hypercall"] += 1
             result = sbi.handle_sbi(event, vm)
+            if result.refusal is not None:
+                r = result.refusal
+                vm._record_violation("bad-hypercall", event.pc, r.address, r.size, "call-refused",
+                                     f"{r.detail}: refused with SBI error {result.error}")
             cpu.write_gpr("a0", result.error)
             if not result.legacy:
                 cpu.write_gpr("a1", result.value)
             return result.exit
         cause = {PRIV_U: traps.CAUSE_ECALL_U, PRIV_S: traps.CAUSE_ECALL_S}.get(event.privilege, traps.CAUSE_ECALL_M)
         return _deliver(vm, cause, event.pc, 0)
-    epc = event.pc - 4  # Unicorn reports exceptions with the PC advanced by 4
+    epc = event.pc - 4  # Unicorn reports exceptions with the PC advanced by 4 (fetch faults too)
     if event.cause == traps.CAUSE_ILLEGAL_INSTRUCTION:
         raw = cpu.read_memory(epc, 4) or b""
         inst = int.from_bytes(raw.ljust(4, b"\0"), "little")
@@ -546,7 +690,10 @@ def handle_trap(vm: VM, event: Trap | Hypercall):
         if len(raw) >= 2 and traps.instruction_length(inst & 0xFFFF) == 2:
             inst &= 0xFFFF
         return _deliver(vm, event.cause, epc, inst)
-    tval = epc if event.cause in (traps.CAUSE_BREAKPOINT, traps.CAUSE_MISALIGNED_FETCH) else 0
+    # mtval: the pc for a breakpoint and for a failed fetch, whose address is the pc (3.1.16).
+    fetch_causes = (traps.CAUSE_BREAKPOINT, traps.CAUSE_MISALIGNED_FETCH, traps.CAUSE_FETCH_ACCESS,
+                    traps.CAUSE_FETCH_PAGE_FAULT)
+    tval = epc if event.cause in fetch_causes else 0
     return _deliver(vm, event.cause, epc, tval)
 
 
@@ -560,20 +707,33 @@ def _is_sbi_call(vm: VM, call: Hypercall) -> bool:
     return call.privilege == PRIV_M and vm.cpu.read_csr("mtvec") == 0
 
 
-def _deliver(vm: VM, cause: int, epc: int, tval: int):
-    """Enter the guest's trap handler, or stop the VM when it has none to enter."""
+def _enter_handler(vm: VM, cause: int, epc: int, tval: int) -> str | None:
+    """Take the exception into the guest's trap handler; None, or why there is no handler to take it.
+
+    A handler that faults on its own first instruction (a PMP entry locking it out, an
+    unmapped or non-executable handler address) would re-enter itself forever without
+    retiring an instruction, inside one Unicorn call that never returns: the exception
+    arriving at the handler just entered, with no instruction retired since, stops the VM.
+    """
+    own_insns = vm.instructions + vm.cpu.retired_in_slice()
+    if vm._handler_entry == (epc, own_insns):
+        return f"its trap handler at 0x{epc:x} faults on its first instruction (cause {cause}): it would re-enter itself forever"
     target, handler = traps.enter_trap(vm.cpu, cause, epc, tval)
     if not vm.memory.contains(handler, 4):
-        return Fault(
-            "trap",
-            epc,
-            tval,
-            0,
-            f"exception cause {cause} at pc 0x{epc:x} and no trap handler "
-            f"({'m' if target == PRIV_M else 's'}tvec = 0x{handler:x} is outside RAM)",
-        )
+        return f"no trap handler ({'m' if target == PRIV_M else 's'}tvec = 0x{handler:x} is outside RAM)"
+    vm._handler_entry = (handler, own_insns)
     vm.exits["trap"] += 1
     return None
+
+
+def _deliver(vm: VM, cause: int, epc: int, tval: int):
+    """Enter the guest's trap handler, or stop the VM (an isolation event) when it has none."""
+    missing = _enter_handler(vm, cause, epc, tval)
+    if missing is None:
+        return None
+    reason = f"exception cause {cause} at pc 0x{epc:x} and {missing}"
+    vm._record_violation("no-trap-handler", epc, tval, 0, "vm-stopped", reason)
+    return Fault("trap", epc, tval, 0, reason)
 
 
 __all__ = ["VM", "VMConfig", "VMState", "ConsoleBuffer", "handle_mmio", "handle_trap"]

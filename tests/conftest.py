@@ -191,6 +191,9 @@ class FakeSbiEnv:
     def _inside(self, addr: int, length: int) -> bool:
         return self.base <= addr and addr + length <= self.base + len(self.ram)
 
+    def guest_contains(self, addr: int, length: int) -> bool:
+        return self._inside(addr, length)
+
     def guest_read(self, addr: int, length: int) -> bytes | None:
         if not self._inside(addr, length):
             return None

@@ -22,6 +22,9 @@ def strip_wall(report: dict) -> dict:
     """The report without its wall-clock figure (the only non-deterministic field)."""
     report = json.loads(json.dumps(report))
     report["host"].pop("wall_time_seconds")
+    report["host"].pop("vmm_wall_seconds")
+    for vm in report["vms"]:
+        vm.pop("wall")
     return report
 
 
@@ -188,3 +191,43 @@ def test_module_entry_point_works_without_install():
     """`python -m labvmm.cli --version` prints the version."""
     done = run_cli("--version")
     assert done.returncode == 0 and done.stdout.startswith("labvmm ")
+
+
+def test_policy_flags_set_credit_weights_and_the_table_shows_shares(capsys):
+    """--policy credit with --weight gives the weighted split, shown as CPU and target columns."""
+    args = ["run", "compute", "compute", "--policy", "credit", "--weight", "compute=256", "--weight", "compute-2=768",
+            "--vm-memory-mib", "16", "--max-insns", "8000000"]
+    for name in ("compute", "compute-2"):
+        args += ["--param", f"{name}.iterations=100000000"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "policy: credit" in out
+    row = next(line for line in out.splitlines() if line.startswith("compute-2 "))
+    assert "75.0%" in row
+
+
+def test_shares_flags_need_the_shares_policy(capsys):
+    """A policy flag for another policy is refused with a hint, status 2."""
+    assert main(["run", "hello", "--shares", "hello=high"]) == 2
+    assert "add --policy shares" in capsys.readouterr().err
+
+
+def test_json_report_carries_scheduling_and_memory_accounting(capsys):
+    """The JSON has the policy, per-VM shares and parameters, and frames that sum to the pool."""
+    assert main(["run", "hello", "timer", "--policy", "shares", "--shares", "hello=low", "--vm-memory-mib", "16",
+                 "--memory-mib", "64", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["host"]["scheduler"]["policy"] == "shares"
+    hello = report["vms"][0]
+    assert hello["scheduling"] == {"shares": 500, "reservation": 0, "limit": 0}
+    assert 0 < hello["cpu_share"] < 1 and hello["frames"] == 16 * 256
+    memory = report["host"]["memory"]
+    assert memory["free_frames"] + sum(memory["owned_frames"].values()) == memory["total_frames"]
+
+
+def test_progress_line_goes_to_stderr_only(capsys):
+    """--progress draws a live status on stderr and leaves stdout's JSON clean."""
+    assert main(["run", "hello", "--progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "virtual]" in captured.err
+    assert json.loads(captured.out)["vms"][0]["state"] == "halted"

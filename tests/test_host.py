@@ -317,6 +317,9 @@ def run_mixed_setup() -> dict:
     result = host.run(record_timeline=True)
     report = host.report()
     report["host"].pop("wall_time_seconds")
+    report["host"].pop("vmm_wall_seconds")
+    for vm in report["vms"]:
+        vm.pop("wall")
     report["timeline"] = result.timeline
     report["result"] = (result.instructions, result.retired, result.slices, result.stopped_because)
     return report

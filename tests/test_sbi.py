@@ -111,8 +111,10 @@ def test_system_reset_types_and_reasons(sbi_env, reset_type, reason, exit_value)
     ],
 )
 def test_system_reset_with_reserved_type_or_reason_is_invalid_param(sbi_env, reset_type, reason):
-    """Reserved or unimplemented types and reasons get SBI_ERR_INVALID_PARAM and no reset."""
-    assert call(sbi_env, EID_SRST, 0, reset_type, reason) == SbiResult(SBI_ERR_INVALID_PARAM)
+    """Reserved or unimplemented types and reasons get SBI_ERR_INVALID_PARAM, no reset, and a refusal naming them."""
+    result = call(sbi_env, EID_SRST, 0, reset_type, reason)
+    assert (result.error, result.exit) == (SBI_ERR_INVALID_PARAM, None)
+    assert f"reset_type 0x{reset_type:x} and reason 0x{reason:x}" in result.refusal.detail
 
 
 # -- DBCN (chapter 12) -----------------------------------------------------------------------------
@@ -146,7 +148,9 @@ def test_console_write_up_to_the_last_byte_of_ram_is_allowed(sbi_env):
 def test_console_read_or_write_with_a_bad_buffer_is_invalid_param(sbi_env, fid, length, lo, hi):
     """A buffer not wholly inside the guest's RAM is refused before any byte moves (12.1, 12.2)."""
     sbi_env.input += b"queued"
-    assert call(sbi_env, EID_DBCN, fid, length, lo, hi) == SbiResult(SBI_ERR_INVALID_PARAM)
+    result = call(sbi_env, EID_DBCN, fid, length, lo, hi)
+    assert (result.error, result.value, result.exit) == (SBI_ERR_INVALID_PARAM, 0, None)
+    assert (result.refusal.address, result.refusal.size) == (lo, length)
     assert sbi_env.output == b""
     assert sbi_env.input == b"queued"  # nothing consumed
     assert sbi_env.ram == bytearray(0x1000)

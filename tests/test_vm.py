@@ -294,3 +294,15 @@ def test_ebreak_traps_to_the_guest_handler_with_cause_3(host, raw_image, rv):
     assert vm.reg("mcause") == 3
     assert vm.reg("mepc") == 0x8000_0000 + 4 * 3
     assert vm.exits["breakpoint"] == 1
+
+
+def test_dirty_pages_are_the_pages_written_since_the_last_epoch(host):
+    """dirty_pages(): first every non-zero page, then only what the guest wrote since."""
+    vm = host.create_vm("memtest", memory_mib=16)
+    first = vm.dirty_pages()
+    assert 0x8000_0000 in first and vm.dtb_address & ~0xFFF in first  # the image and the device tree
+    assert vm.dirty_pages() == []  # nothing ran since
+    host.run()
+    written = vm.dirty_pages()
+    assert len(written) > 3000  # memtest wrote all of its free RAM (about 14 MiB)
+    assert vm.dirty_pages() == []

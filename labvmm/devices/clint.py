@@ -28,8 +28,12 @@ class State:
 
 
 def _merge(old: int, offset: int, size: int, value: int) -> int:
-    """Store `size` bytes of `value` at byte `offset` of a 64-bit register."""
-    mask = ((1 << (8 * size)) - 1) << (8 * offset)
+    """Store `size` bytes of `value` at byte `offset` of a 64-bit register.
+
+    Bytes that would land past the register's 8 (a wide access at +4) are dropped: the
+    register stays 64 bits wide whatever the access.
+    """
+    mask = ((1 << (8 * size)) - 1) << (8 * offset) & NEVER
     return (old & ~mask) | ((value << (8 * offset)) & mask)
 
 

@@ -61,6 +61,7 @@ class Uart16550:
     def __init__(self, tx: Callable[[bytes], None], irq: Callable[[bool], None] = lambda level: None) -> None:
         self._tx, self._irq = tx, irq
         self._rx: deque[int] = deque()
+        self._irq_level = False
         self.state = State()
 
     def reset(self) -> None:
@@ -161,4 +162,7 @@ class Uart16550:
 
     def _update_irq(self) -> None:
         s = self.state
-        self._irq(bool((s.ier & IER_RDA and self._rx) or (s.ier & IER_THRE and s.thre_pending)))
+        level = bool((s.ier & IER_RDA and self._rx) or (s.ier & IER_THRE and s.thre_pending))
+        if level != self._irq_level:  # drive the line on changes only: it is on every THR write
+            self._irq_level = level
+            self._irq(level)

@@ -1,0 +1,1 @@
+"""Hostile guest images (built by guests/build.py from the sources in guests/hostile/)."""

@@ -1,0 +1,130 @@
+"""Isolation events: every time a guest reaches outside what it was given, and what the VMM did.
+
+A guest is treated as hostile from its first instruction (as Firecracker's threat model
+does). Whenever it touches something that is not its own RAM or one of its devices, or
+hands the VMM an argument it refuses, the VMM records an `IsolationEvent` in the VM's own
+log and in the host's, both bounded: the oldest events are dropped and counted, so a guest
+that faults in a loop cannot grow host memory.
+
+Kinds of event:
+
+- ``unmapped-read`` / ``unmapped-write``: a load or store to an address with no RAM and no
+  device window behind it;
+- ``unmapped-fetch``: an instruction fetch from such an address, or from a device window
+  (device registers are never executable);
+- ``no-device``: a load or store inside a device's 4 KiB page where no register is;
+- ``bad-hypercall``: an SBI call refused for a bad pointer, length or parameter (probing an
+  unknown extension or function is normal and is no event);
+- ``no-trap-handler``: an exception the guest has no handler installed for.
+
+What the VMM did (`action`):
+
+- ``fault-delivered``: the guest took an access fault as real hardware raises it (privileged
+  spec v1.12, table 3.6: cause 1 instruction, 5 load, 7 store/AMO access fault; mtval or
+  stval = the faulting address, 3.1.16) and continues in its own trap handler;
+- ``vm-stopped``: the VM was stopped (crashed) with a reason;
+- ``call-refused``: the hypercall returned an SBI error code (SBI v2.0, table 1).
+
+Which of the first two happens is the VM's `on_violation` policy: ``"stop"`` (the default)
+or ``"fault"``; with ``"fault"`` a guest that has no trap handler is stopped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+from .errors import ConfigError
+
+KINDS = ("unmapped-read", "unmapped-write", "unmapped-fetch", "no-device", "bad-hypercall", "no-trap-handler")
+ACTIONS = ("fault-delivered", "vm-stopped", "call-refused")
+POLICIES = ("stop", "fault")
+DEFAULT_POLICY = "stop"
+#: Events kept per log; older ones are dropped and counted in `IsolationLog.dropped`.
+LOG_LIMIT = 10_000
+
+# Access-fault exception codes (privileged spec v1.12, table 3.6).
+CAUSE_FETCH_ACCESS = 1
+CAUSE_LOAD_ACCESS = 5
+CAUSE_STORE_ACCESS = 7
+
+
+@dataclass(frozen=True)
+class IsolationEvent:
+    """One access or request outside a VM's own resources, and what the VMM did about it."""
+
+    vm: str  # the VM's name
+    vm_id: int
+    kind: str  # one of KINDS
+    pc: int  # guest pc of the offending instruction (the ecall for a hypercall)
+    address: int  # the guest-physical address reached for (the bad pointer for a hypercall)
+    size: int  # bytes accessed (the length passed, for a hypercall)
+    action: str  # one of ACTIONS
+    time_insns: int  # virtual time of the event, in instructions
+    detail: str  # one human-readable sentence
+
+    def to_dict(self) -> dict:
+        """The event as plain data (for JSON reports and widgets)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.time_insns}] VM {self.vm!r}: {self.kind} at 0x{self.address:x} ({self.size} bytes), "
+            f"pc 0x{self.pc:x} -> {self.action}: {self.detail}"
+        )
+
+
+class IsolationLog:
+    """A bounded, append-only list of isolation events, newest last."""
+
+    def __init__(self, limit: int = LOG_LIMIT) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ConfigError(f"isolation log limit must be a positive integer, got {limit!r}")
+        self._events: deque[IsolationEvent] = deque(maxlen=limit)
+        self.limit = limit
+        self.total = 0  # every event ever recorded, dropped ones included
+        self.dropped = 0
+
+    def record(self, event: IsolationEvent) -> None:
+        """Append `event`, dropping (and counting) the oldest when the log is full."""
+        if len(self._events) == self.limit:
+            self.dropped += 1
+        self._events.append(event)
+        self.total += 1
+
+    def events(self, vm: str | None = None, kind: str | None = None) -> list[IsolationEvent]:
+        """The retained events, oldest first, optionally only one VM's or one kind's."""
+        return [e for e in self._events if (vm is None or e.vm == vm) and (kind is None or e.kind == kind)]
+
+    def last(self) -> IsolationEvent | None:
+        """The newest event, or None when there is none."""
+        return self._events[-1] if self._events else None
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[IsolationEvent]:
+        return iter(list(self._events))
+
+    def __repr__(self) -> str:
+        return f"<IsolationLog {len(self._events)} events, {self.dropped} dropped>"
+
+
+def check_policy(value: object) -> str:
+    """Return `value` if it is an `on_violation` policy, else raise ConfigError naming it."""
+    if not isinstance(value, str) or value not in POLICIES:
+        raise ConfigError(f"on_violation must be one of {', '.join(repr(p) for p in POLICIES)}, got {value!r}")
+    return value
+
+
+__all__ = [
+    "IsolationEvent",
+    "IsolationLog",
+    "KINDS",
+    "ACTIONS",
+    "POLICIES",
+    "DEFAULT_POLICY",
+    "LOG_LIMIT",
+    "check_policy",
+]

@@ -1,0 +1,167 @@
+"""Smoke tests for benchmarks/: every code path runs at tiny sizes and yields sane rows.
+
+These check structure and correctness only (the guests' output, the rows' shape and
+arithmetic), never a timing: timings belong in the benchmark's table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks/ is a folder of the checkout, not part of the package
+    sys.path.insert(0, ROOT)
+
+from benchmarks import bench, cases, rawguest  # noqa: E402
+from benchmarks.bare import RAM_BASE, BareMachine, RamBuffer, run_round_robin  # noqa: E402
+from benchmarks.measure import best_of, rss_bytes  # noqa: E402
+from benchmarks.report import Row, markdown_table  # noqa: E402
+from labvmm import Host  # noqa: E402
+from labvmm.loader import parse_image  # noqa: E402
+
+TINY = cases.Sizes(
+    repeats=1,
+    compute_iterations=32_000,
+    vm_counts=(1, 4),
+    qemu_iterations=64_000,
+    tiny_iterations=1_000,
+    uart_chars=300,
+    density_vms=2,
+    density_vm_mib=1,
+    density_repeats=1,
+    sched_vm_counts=(1, 2),
+    sched_iterations=20_000,
+    sched_quanta=(100_000, 10_000),
+)
+
+
+def check_row(row: Row) -> None:
+    """A row is complete, positive, JSON-able, and its ratio follows from its two figures."""
+    assert isinstance(row, Row) and row.benchmark and row.unit
+    assert row.labvmm > 0 and row.reference is not None and row.reference > 0
+    assert row.ratio is not None and row.ratio > 0 and math.isfinite(row.ratio)
+    assert row.met in ((True, False) if row.target else (None,))
+    json.dumps(row.as_dict())
+
+
+# -- the hand-assembled guests --------------------------------------------------------------
+def test_uart_writer_prints_exactly_n_chars_on_bare_unicorn():
+    """The raw UART guest stores its character N times, then powers off through the finisher."""
+    image = parse_image(rawguest.uart_writer(257, ord("q")), "uart", RAM_BASE)
+    machine = BareMachine(image, RamBuffer(1 << 20), 1 << 20)
+    run_round_robin([machine], 100)
+    assert machine.powered_off and machine.output == b"q" * 257
+
+
+def test_uart_writer_prints_exactly_n_chars_on_labvmm(tmp_path):
+    """The same image on labvmm halts with exit code 0 and exactly N console bytes."""
+    path = tmp_path / "uart.bin"
+    path.write_bytes(rawguest.uart_writer(1000))
+    assert cases.run_labvmm_uart(str(path), 1000) > 0
+
+
+def test_wfi_loop_goes_idle_on_labvmm(tmp_path):
+    """The density guest sleeps at once, so a host of them stops as all-idle."""
+    path = tmp_path / "wfi.bin"
+    path.write_bytes(rawguest.wfi_loop())
+    host = Host(memory_mib=2)
+    vms = [host.create_vm(str(path), name=f"w{i}", memory_mib=1) for i in range(2)]
+    assert host.run().stopped_because == "all-idle"
+    assert all(vm.instructions == 1 for vm in vms)
+
+
+def test_bare_compute_prints_what_labvmm_prints():
+    """The reference loop runs the compute image to the same console output as labvmm."""
+    _, host = cases.run_labvmm_compute(2, 5_000)
+    _, machines = cases.run_bare_compute(cases.compute_image(), 2, 5_000)
+    expected = {vm.console_text() for vm in host.vms.values()}
+    assert {m.output.decode() for m in machines} == expected and "checksum" in expected.pop()
+
+
+def test_patched_elf_carries_the_parameter():
+    """QEMU's copy of the image has the iteration count written into its data segment."""
+    data = cases.patched_elf(cases.builtin_guests()["compute"].path, "iterations", 123_456)
+    image = parse_image(data, "compute", RAM_BASE)
+    address = image.params["iterations"]
+    seg = next(s for s in image.segments if s.address <= address < s.end)
+    offset = address - seg.address
+    assert int.from_bytes(seg.data[offset : offset + 8], "little") == 123_456
+
+
+# -- measuring and reporting --------------------------------------------------------------
+def test_best_of_interleaves_sides_and_keeps_the_minimum():
+    """Each repetition runs every side, alternating the order; each side keeps its smallest value."""
+    calls, values = [], {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
+
+    def side(name):
+        return lambda: calls.append(name) or next(values[name])
+
+    assert best_of(3, {"a": side("a"), "b": side("b")}) == {"a": 1.0, "b": 4.0}
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_rss_is_read_on_linux():
+    """Resident memory comes from /proc on Linux (density relies on it)."""
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("no /proc")
+    assert rss_bytes() > 0
+
+
+def test_markdown_table_has_a_line_per_row_and_the_verdict():
+    """The table has the six documented columns and says whether each target is met."""
+    rows = [
+        Row("a", 2.0, "ms", 1.0, "ref", 0.5, "<= 5", "labvmm"),
+        Row("b", 90.0, "M instr/s", 100.0, "ref", 0.9, ">= 0.95"),
+        Row("c", 1.0, "us/slice", 2.0, "ref", 0.66),
+    ]
+    lines = markdown_table(rows).splitlines()
+    assert lines[0] == "| benchmark | labvmm | reference | ratio | target | met? |"
+    assert len(lines) == 2 + len(rows)
+    assert [r.met for r in rows] == [True, False, None]
+    assert lines[2].endswith("| yes |") and lines[3].endswith("| **no** |") and lines[4].endswith("| - |")
+
+
+# -- every benchmark, tiny ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["throughput", "mmio", "density", "scheduler"])
+def test_benchmark_runs_and_returns_sane_rows(name):
+    """Each benchmark runs end to end at tiny sizes and returns complete rows."""
+    rows = bench.run([name], TINY)
+    assert rows
+    for row in rows:
+        check_row(row)
+    if name == "throughput":
+        assert [r.details["vms"] for r in rows] == list(TINY.vm_counts)
+        assert all(r.ratio == pytest.approx(r.labvmm / r.reference) for r in rows)
+    if name == "density":
+        assert all(r.target_on == "labvmm" for r in rows)
+        assert rows[0].ratio == pytest.approx(rows[0].reference / rows[0].labvmm)
+    if name == "scheduler":
+        assert len(rows) == len(TINY.sched_vm_counts) * len(TINY.sched_quanta)
+        assert all(0 < r.ratio < 1 for r in rows)
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(shutil.which(cases.QEMU) is None, reason="qemu-system-riscv64 is not installed")
+def test_qemu_benchmark_runs_and_returns_a_sane_row():
+    """The QEMU comparison runs both iteration counts and subtracts start-up."""
+    # QEMU runs this loop at billions of instructions a second: its long run must clearly
+    # outlast its ~40 ms start-up, and labvmm's must outlast its tiny run.
+    sizes = dataclasses.replace(TINY, compute_iterations=200_000, qemu_iterations=40_000_000)
+    (row,) = bench.run(["qemu"], sizes)
+    check_row(row)
+    assert row.details["instructions_per_iteration"] > 1
+
+
+def test_command_line_prints_json(capsys):
+    """`bench.py --quick --only mmio --json` prints the rows as JSON."""
+    assert bench.main(["--quick", "--only", "mmio", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["schema"] == 1 and [r["benchmark"] for r in report["rows"]] == ["MMIO exits: UART chars/s"]
+    assert set(report["rows"][0]) >= {"labvmm", "reference", "ratio", "target", "met", "details"}
