@@ -11,6 +11,8 @@ from typing import Protocol
 
 from .errors import BusError
 
+PAGE_INDEX_LIMIT = 0x800_0000  # windows up to 128 MiB are found by a page lookup
+
 
 class Device(Protocol):
     """What the bus needs of a device."""
@@ -38,7 +40,8 @@ class MmioBus:
 
     def __init__(self) -> None:
         self.slots: list[Slot] = []
-        self.accesses = 0
+        self._pages: dict[int, Slot] = {}  # 4 KiB page -> slot, for windows up to PAGE_INDEX_LIMIT
+        self._large: list[Slot] = []  # windows too large to index by page
 
     def attach(self, name: str, base: int, device: Device) -> Slot:
         """Attach `device` at `base`; raises BusError on overlap or a bad range."""
@@ -56,11 +59,19 @@ class MmioBus:
         slot = Slot(name, base, size, device, base + size)
         self.slots.append(slot)
         self.slots.sort(key=lambda s: s.base)
+        if size <= PAGE_INDEX_LIMIT:
+            for page in range(base >> 12, (base + size - 1 >> 12) + 1):
+                self._pages[page] = slot
+        else:
+            self._large.append(slot)
         return slot
 
     def find(self, address: int) -> Slot | None:
-        """The slot whose window holds `address`, if any."""
-        for slot in self.slots:
+        """The slot whose window holds `address`, if any (one dict lookup by 4 KiB page)."""
+        slot = self._pages.get(address >> 12)
+        if slot is not None and slot.base <= address < slot.end:
+            return slot
+        for slot in self._large:
             if slot.base <= address < slot.end:
                 return slot
         return None

@@ -84,6 +84,9 @@ class Host:
         self._period = 0
         self._throttle: dict[str, int] = {}  # VM -> cap in % set by an alarm action
         self._was_ready: set[str] = set()
+        self._next_event: int | None = None  # absolute time of the earliest timer event (cache)
+        self._events_dirty = True
+        self._events_key = -1  # how many VMs were running when the cache was filled
         self._next_sample = self.monitor.next_boundary(0)
         self._next_id = 1
         self.wall_seconds = 0.0
@@ -154,6 +157,8 @@ class Host:
             raise
         self._next_id += 1
         self.vms[name] = vm
+        vm.timer_listener = self._events_moved
+        self._events_dirty = True
         self.monitor.register(name, self.clock)
         if start:
             vm.start()
@@ -222,7 +227,10 @@ class Host:
             if budget is not None and budget <= 0:
                 return "max-insns"
             wanting = [vm for vm in running if vm.ready()]
-            ready = [vm for vm in wanting if self._allowance_left(vm) != 0]
+            if self._throttle or getattr(self.policy, "may_cap", True):
+                ready = [vm for vm in wanting if self._allowance_left(vm) != 0]
+            else:  # no caps anywhere: skip the per-VM allowance check (a hot path with many VMs)
+                ready = wanting
             for vm in ready:
                 if vm.name not in self._was_ready:
                     self.policy.wake(vm, ready)
@@ -261,10 +269,31 @@ class Host:
     def _horizon(self, running: list[VM], budget: int | None) -> int:
         """How far virtual time may go before the loop must look again."""
         limits = [self._next_sample - self.clock, self._period_end() - self.clock]
-        limits += [w for w in (vm.insns_until_event() for vm in running) if w]
+        event = self._next_event_in(running)
+        if event:
+            limits.append(event)
         if budget is not None:
             limits.append(budget)
         return max(min(limits), 1)
+
+    def _next_event_in(self, running: list[VM]) -> int | None:
+        """Instructions until the earliest timer event of any running VM.
+
+        Kept as an absolute time and recomputed only when a VM's timer moves, a VM starts or
+        stops running, or the event has passed: asking every VM before every slice costs
+        more than the slice's own bookkeeping when there are many VMs.
+        """
+        key = len(running)
+        if self._events_dirty or key != self._events_key or (
+            self._next_event is not None and self._next_event <= self.clock
+        ):
+            waits = [w for w in (vm.insns_until_event() for vm in running) if w]
+            self._next_event = self.clock + min(waits) if waits else None
+            self._events_dirty, self._events_key = False, key
+        return None if self._next_event is None else self._next_event - self.clock
+
+    def _events_moved(self) -> None:
+        self._events_dirty = True
 
     def _advance(self, insns: int, result: RunResult, budget_charged: bool = False) -> None:
         """Move the clock on by `insns`; sample the VMs and judge alarms at each boundary."""

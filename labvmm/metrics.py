@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import ConfigError
 from .virt import NOMINAL_IPS
@@ -40,9 +40,8 @@ SEVERITIES = ("yellow", "red")
 ACTIONS = ("record", "pause", "throttle")
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One VM's metrics at one sampling instant."""
+class Sample(NamedTuple):
+    """One VM's metrics at one sampling instant (a NamedTuple: one is made per VM every 10 ms)."""
 
     time_insns: int
     vm: str
@@ -122,13 +121,13 @@ class Monitor:
 
     def series(self, vm_name: str, metric: str) -> list[tuple[int, float]]:
         """(virtual time, value) pairs of one metric of one VM."""
-        if metric not in METRICS and metric not in Sample.__dataclass_fields__:
+        if metric not in METRICS and metric not in Sample._fields:
             raise ConfigError(f"unknown metric {metric!r} (metrics: {', '.join(METRICS)})")
         return [(s.time_insns, getattr(s, metric)) for s in self.samples.get(vm_name, ())]
 
     def rows(self) -> list[dict]:
         """Every sample as a dict, ordered by time then VM."""
-        out = [asdict(s) for buf in self.samples.values() for s in buf]
+        out = [s._asdict() for buf in self.samples.values() for s in buf]
         out.sort(key=lambda r: (r["time_insns"], r["vm"]))
         return out
 
@@ -138,7 +137,7 @@ class Monitor:
             import pandas as pd
         except ImportError as exc:
             raise ConfigError("to_dataframe needs pandas; install it with: pip install pandas") from exc
-        frame = pd.DataFrame(self.rows(), columns=list(Sample.__dataclass_fields__))
+        frame = pd.DataFrame(self.rows(), columns=list(Sample._fields))
         frame["time_s"] = frame["time_insns"] / NOMINAL_IPS
         return frame
 

@@ -74,6 +74,7 @@ class RoundRobin:
     """Ready VMs take turns in creation order, one quantum each."""
 
     name = "round-robin"
+    may_cap = False  # allowance() is always None: the host can skip asking
 
     def __init__(self) -> None:
         self._last = -1
@@ -174,6 +175,11 @@ class Credit(_FairShare):
         """The VM's weight."""
         return self.params(vm.name)["weight"]
 
+    @property
+    def may_cap(self) -> bool:
+        """True when some VM has a cap (otherwise the host skips the allowance checks)."""
+        return any(p.get("cap") for p in self._params.values())
+
     def allowance(self, vm: "VM", period_insns: int) -> int | None:
         """cap% of each period, or None without a cap."""
         cap = self.params(vm.name)["cap"]
@@ -245,6 +251,11 @@ class Shares(_FairShare):
     def charge(self, vm: "VM", retired: int) -> None:
         """Charge the VM's shares runtime (reserved time is charged too: it is CPU it had)."""
         super().charge(vm, retired)
+
+    @property
+    def may_cap(self) -> bool:
+        """True when some VM has a limit (otherwise the host skips the allowance checks)."""
+        return any(p.get("limit") for p in self._params.values())
 
     def allowance(self, vm: "VM", period_insns: int) -> int | None:
         """The limit's share of each period, or None without a limit."""

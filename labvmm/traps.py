@@ -55,17 +55,21 @@ def trap_vector(tvec: int, cause: int, interrupt: bool) -> int:
     return base + 4 * cause if interrupt and tvec & 3 == 1 else base
 
 
-def enter_trap(cpu, cause: int, epc: int, tval: int = 0, interrupt: bool = False) -> tuple[int, int]:
+def enter_trap(
+    cpu, cause: int, epc: int, tval: int = 0, interrupt: bool = False, redirect_to_s: bool = False
+) -> tuple[int, int]:
     """Take a trap as the hart would: returns (target privilege, handler address).
 
     Traps from U or S go to S when delegated in medeleg/mideleg, otherwise to M.
+    `redirect_to_s` sends a trap from U or S to S whatever the delegation says: what SBI
+    firmware does with a trap it cannot handle itself (OpenSBI's sbi_trap_redirect).
     """
     priv = cpu.get_privilege()
     bit = 1 << cause
     deleg = cpu.read_csr("mideleg" if interrupt else "medeleg")
     mstatus = cpu.read_csr("mstatus")
     code = cause | (INTERRUPT_BIT if interrupt else 0)
-    if priv <= PRIV_S and deleg & bit:
+    if priv <= PRIV_S and (redirect_to_s or deleg & bit):
         cpu.write_csr("sepc", epc)
         cpu.write_csr("scause", code)
         cpu.write_csr("stval", tval)

@@ -148,6 +148,8 @@ class VM:
         self.guest_seconds = 0.0  # wall time inside the CPU, exit handlers included
         self.exit_seconds = 0.0  # wall time in the VMM's exit handlers called from the CPU
         self._digest_cache: tuple | None = None
+        #: Called whenever this VM's next timer event may have moved (the host's event cache).
+        self.timer_listener: Callable[[], None] | None = None
         self._page_epoch = None  # page fingerprints at the last dirty_pages() call
         self._stimer_deadline: int | None = None  # SBI set_timer value, in mtime ticks
         self._build_platform()
@@ -189,6 +191,8 @@ class VM:
             self.memory.write(addr, value.to_bytes(8, "little"))
         dtb = virt_dtb(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs)
         self.dtb_address = place_dtb(self.memory.base, self.memory.size, len(dtb))
+        if self.dtb_address < self.image.end:  # QEMU's 2 MiB-aligned spot is taken: just below the top
+            self.dtb_address = (self.memory.end - len(dtb)) & ~0xFFF
         if self.dtb_address < self.image.end:
             raise ConfigError(
                 f"VM {self.name!r}: {self.memory.size // 1024} KiB of RAM leaves no room for the device tree "
@@ -208,6 +212,8 @@ class VM:
             self.cpu.set_privilege(PRIV_M)
         self._stimer_deadline = None
         self._next_event_at = _UNKNOWN  # absolute virtual time of the next timer event (cache)
+        if self.timer_listener is not None:
+            self.timer_listener()
         self._s_lines = 0  # the S-level interrupt lines last driven into mip
         self.idle = False
 
@@ -257,6 +263,8 @@ class VM:
 
     def _timer_changed(self) -> None:
         self._next_event_at = _UNKNOWN
+        if self.timer_listener is not None:
+            self.timer_listener()
         # A new mtimecmp may be sooner than the end of this slice: end the slice there.
         until = self.insns_until_event()
         if until is not None:
@@ -718,7 +726,10 @@ def _enter_handler(vm: VM, cause: int, epc: int, tval: int) -> str | None:
     own_insns = vm.instructions + vm.cpu.retired_in_slice()
     if vm._handler_entry == (epc, own_insns):
         return f"its trap handler at 0x{epc:x} faults on its first instruction (cause {cause}): it would re-enter itself forever"
-    target, handler = traps.enter_trap(vm.cpu, cause, epc, tval)
+    # As the firmware of an S-mode guest, labvmm has no M-mode handler of its own: what it
+    # does not emulate goes to the guest kernel's stvec, as OpenSBI redirects it.
+    redirect = vm.config.firmware == "labvmm"
+    target, handler = traps.enter_trap(vm.cpu, cause, epc, tval, redirect_to_s=redirect)
     if not vm.memory.contains(handler, 4):
         return f"no trap handler ({'m' if target == PRIV_M else 's'}tvec = 0x{handler:x} is outside RAM)"
     vm._handler_entry = (handler, own_insns)

@@ -306,3 +306,15 @@ def test_dirty_pages_are_the_pages_written_since_the_last_epoch(host):
     written = vm.dirty_pages()
     assert len(written) > 3000  # memtest wrote all of its free RAM (about 14 MiB)
     assert vm.dirty_pages() == []
+
+
+def test_labvmm_firmware_redirects_an_illegal_instruction_to_the_s_mode_handler(host, raw_image, rv):
+    """With labvmm as firmware, an illegal instruction in S-mode reaches the kernel's stvec (as OpenSBI redirects it)."""
+    # auipc t0, 0; addi t0, t0, 0x100; csrw stvec, t0; .word 0 (illegal); at +0x100: SBI SRST shutdown
+    words = [rv.auipc(5, 0), rv.addi(5, 5, 0x100), rv.csr_op(1, 0, 0x105, 5), 0x0000_0000]
+    words += [rv.NOP] * ((0x100 - 4 * len(words)) // 4)
+    words += [*rv.li32(17, 0x53525354), rv.addi(16, 0, 0), rv.addi(10, 0, 0), rv.addi(11, 0, 0), rv.ECALL]
+    vm = host.create_vm(raw_image(*words), memory_mib=4, firmware="labvmm")
+    host.run(max_insns=10_000)
+    assert vm.state == VMState.HALTED and vm.exit_code == 0, vm.report()
+    assert vm.reg("scause") == 2 and vm.reg("sepc") == 0x8020_0000 + 12
