@@ -237,7 +237,8 @@ class Host:
             self._was_ready = {vm.name for vm in ready}
             horizon = self._horizon(running, budget)
             if not ready:
-                waits = [w for w in (vm.insns_until_event() for vm in running) if w]
+                event = self._next_event_in(running)
+                waits = [event] if event else []
                 if len(wanting) > len(ready):  # capped VMs wait for the next period
                     waits.append(self._period_end() - self.clock)
                 if not waits:
@@ -245,7 +246,7 @@ class Host:
                 skip = min(min(waits), horizon)
                 if budget is not None:
                     budget -= skip
-                self._advance(skip, result)
+                self._advance(skip, result, idle=True)
                 continue
             vm = self.policy.pick(ready, self.usage)
             limit = horizon
@@ -264,7 +265,7 @@ class Host:
             result.slices += 1
             if budget is not None:
                 budget -= retired
-            self._advance(retired, result, budget_charged=True)
+            self._advance(retired, result)
 
     def _horizon(self, running: list[VM], budget: int | None) -> int:
         """How far virtual time may go before the loop must look again."""
@@ -295,11 +296,11 @@ class Host:
     def _events_moved(self) -> None:
         self._events_dirty = True
 
-    def _advance(self, insns: int, result: RunResult, budget_charged: bool = False) -> None:
-        """Move the clock on by `insns`; sample the VMs and judge alarms at each boundary."""
+    def _advance(self, insns: int, result: RunResult, idle: bool = False) -> None:
+        """Move the clock on by `insns` (`idle`: time no VM used); sample and judge alarms at boundaries."""
         self.clock += insns
         result.instructions += insns
-        if not budget_charged:
+        if idle:
             result.idle_insns += insns
         while self.clock >= self._next_sample:
             samples = self.monitor.sample(self)
@@ -413,7 +414,7 @@ class Host:
         self.policy.charge(vm, retired)
         self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
         self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
-        self._advance(retired, RunResult(), budget_charged=True)
+        self._advance(retired, RunResult())
         if was_paused and vm.state == VMState.RUNNING:
             vm.state = VMState.PAUSED
         return retired
