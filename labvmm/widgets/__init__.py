@@ -1,0 +1,39 @@
+"""The live lab: ipywidgets panels that show a host's VMs while they run (needs the `lab` extra).
+
+    from labvmm.widgets import Dashboard
+    Dashboard(host).start()
+
+Every panel also works on its own (`VMsPanel(host)`, `RegistersPanel(vm)`, ...). Panels read
+plain snapshots that a `Runner` takes between chunks of guest time and act through its
+command queue; the core (everything outside this package) never imports a widget library.
+"""
+
+import logging
+
+from .allocation import AllocationPanel
+from .console import ConsolePanel
+from .dashboard import Dashboard
+from .isolation import IsolationPanel
+from .refresh import Refresher
+from .registers import RegistersPanel
+from .runner import Runner, Snapshot, VmView
+from .timeline import TimelinePanel
+from .vms import VMsPanel
+
+# A library logs, the application decides where it goes: without this, Python's last-resort
+# handler would write the runner's warnings to stderr, i.e. into whatever cell runs.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "Dashboard",
+    "Runner",
+    "Refresher",
+    "Snapshot",
+    "VmView",
+    "VMsPanel",
+    "RegistersPanel",
+    "AllocationPanel",
+    "IsolationPanel",
+    "ConsolePanel",
+    "TimelinePanel",
+]
