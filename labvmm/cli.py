@@ -5,6 +5,7 @@
     labvmm run compute compute compute --policy credit --weight compute=1 --weight compute-2=2 --cap compute-3=25
     labvmm guests
     labvmm demo
+    labvmm lab          # JupyterLab on the notebooks (no browser here: the demo)
 
 Exit status: 0 when no VM crashed and every VM that halted did so with exit code 0; 1 when
 a guest crashed or exited non-zero; 2 for bad input (a one-line error, no traceback).
@@ -14,8 +15,13 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import importlib.util
 import json
+import os
+import subprocess
 import sys
+import webbrowser
+from pathlib import Path
 import time
 from collections import Counter
 
@@ -95,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("guests", help="list the built-in guests")
     demo = sub.add_parser("demo", help="run the built-in guests side by side and explain what happened")
     demo.add_argument("--json", action="store_true", help="print the JSON report")
+    lab = sub.add_parser("lab", help="open JupyterLab on the notebooks (without a browser: run the demo)")
+    lab.add_argument("--dir", default=None, help="folder of notebooks (default: the project's notebooks/)")
+    lab.add_argument("--port", type=_positive, default=8888, help="port for JupyterLab on 127.0.0.1")
     return parser
 
 
@@ -293,6 +302,40 @@ def _demo_command(args) -> int:
     return _exit_status(report)
 
 
+def notebooks_dir() -> Path:
+    """The project's notebooks folder: ./notebooks when run from a checkout, else next to the package."""
+    for candidate in (Path.cwd() / "notebooks", Path(__file__).resolve().parent.parent / "notebooks"):
+        if candidate.is_dir():
+            return candidate
+    raise UsageError("no notebooks folder found; run from the labvmm checkout or pass --dir")
+
+
+def _browser_available() -> bool:
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def _lab_command(args) -> int:
+    folder = Path(args.dir) if args.dir else notebooks_dir()
+    if not folder.is_dir():
+        raise UsageError(f"--dir {str(folder)!r} is not a folder of notebooks")
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise UsageError("JupyterLab is not installed: pip install 'labvmm[lab]' (from the checkout: pip install -e '.[lab]')")
+    if not _browser_available():
+        print(
+            "labvmm lab: no web browser on this machine, so here is the built-in demo instead.\n"
+            f"On a machine with a browser, `labvmm lab` opens JupyterLab on {folder}.\n"
+        )
+        return _demo_command(argparse.Namespace(json=False))
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={args.port}"]
+    print("labvmm lab: starting JupyterLab (Ctrl-C to stop): " + " ".join(command[2:]))
+    return subprocess.call(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `labvmm` command; returns the exit status."""
     parser = build_parser()
@@ -302,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             return _guests_command()
         if args.command == "demo":
             return _demo_command(args)
+        if args.command == "lab":
+            return _lab_command(args)
         _, report = run_command(args)
     except LabvmmError as exc:
         print(f"labvmm: error: {exc}", file=sys.stderr)
@@ -316,5 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     return _exit_status(report)
 
 
+def _main_for_shell() -> int:
+    """`main`, quiet when its reader goes away (`labvmm demo | head`)."""
+    try:
+        return main()
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # the interpreter flushes stdout again at exit
+        return 141
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(_main_for_shell())

@@ -231,3 +231,38 @@ def test_progress_line_goes_to_stderr_only(capsys):
     captured = capsys.readouterr()
     assert "virtual]" in captured.err
     assert json.loads(captured.out)["vms"][0]["state"] == "halted"
+
+
+def test_lab_without_a_browser_runs_the_demo(monkeypatch, capsys):
+    """`labvmm lab` on a machine with no web browser says so and runs the built-in demo."""
+    import webbrowser
+
+    def no_browser(*args):
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "get", no_browser)
+    assert main(["lab"]) == 0
+    out = capsys.readouterr().out
+    assert "no web browser" in out and "memtest OK" in out
+
+
+def test_lab_with_a_browser_starts_jupyterlab_on_the_notebooks(monkeypatch, capsys):
+    """With a browser, `labvmm lab` starts JupyterLab on 127.0.0.1 with the notebooks folder as its root."""
+    import subprocess
+    import webbrowser
+
+    started = []
+    monkeypatch.setattr(webbrowser, "get", lambda *args: object())
+    monkeypatch.setattr(subprocess, "call", lambda command: started.append(command) or 0)
+    assert main(["lab", "--port", "9999"]) == 0
+    (command,) = started
+    assert command[1:3] == ["-m", "jupyterlab"]
+    assert "--ServerApp.ip=127.0.0.1" in command and "--ServerApp.port=9999" in command
+    root = next(a for a in command if a.startswith("--ServerApp.root_dir="))
+    assert root.endswith("notebooks")
+
+
+def test_lab_refuses_a_missing_folder(capsys):
+    """`labvmm lab --dir` with a folder that does not exist is a one-line error."""
+    assert main(["lab", "--dir", "no/such/folder"]) == 2
+    assert "is not a folder of notebooks" in capsys.readouterr().err
