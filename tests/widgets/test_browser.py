@@ -211,13 +211,23 @@ def check_dashboard(page, url: str) -> None:
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()  # kernel started
     page.keyboard.press("Control+b")  # hide the file browser: the dashboard gets the width
 
-    # Run > Run All Cells, as a person would.
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    def run_all() -> None:
+        # Run > Run All Cells, as a person would.
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
     # The probe cell ran last: the kernel's view of the pool.
     probe = page.locator(".jp-OutputArea-output", has_text=PROBE_MARK)
-    probe.wait_for()
+    run_all()
+    try:
+        probe.wait_for(timeout=45_000)
+    except PlaywrightTimeout:
+        # JupyterLab sometimes drops the cells queued while it settles its kernel at start-up
+        # (seen here now and then): do what a person would, and run them all again.
+        run_all()
+        probe.wait_for(timeout=60_000)
     expected = json.loads(probe.inner_text().split(PROBE_MARK, 1)[1])
 
     canvas = page.locator(".labvmm-memory-map canvas")
