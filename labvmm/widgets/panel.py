@@ -114,8 +114,8 @@ class Panel(widgets.VBox):
         return True
 
     def update(self, snap: Snapshot) -> None:
-        """Show `snap` (every panel implements this)."""
-        raise NotImplementedError
+        """Show `snap`: each panel class defines it (Panel itself is only their common base)."""
+        raise TypeError(f"{type(self).__name__} must define update(snap); Panel is a base class, not a panel")
 
     def chart_due(self, force: bool = False) -> bool:
         """True when a live chart may be redrawn now (at most every CHART_INTERVAL seconds)."""
