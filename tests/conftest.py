@@ -3,7 +3,8 @@
 Fixtures compose the way the system does: `host` -> `make_vm` / `vm` (created, not started)
 -> `running_vm`. Below the VM level, `hart` is one bare vCPU with a little RAM, and `rv`
 hand-assembles the RISC-V machine words the vCPU tests run. `FakeCpu` and `FakeSbiEnv`
-stand in for a vCPU and a VM where a unit takes them as collaborators (traps, SBI).
+(shipped in labvmm.testing for users' own tests) stand in for a vCPU and a VM where a unit
+takes them as collaborators (traps, SBI).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from labvmm import Host
 from labvmm.memory import FramePool, GuestMemory
+from labvmm.testing import FakeCpu, FakeSbiEnv
 from labvmm.vcpu import PRIV_M, Vcpu
 
 RAM_BASE = 0x8000_0000
@@ -150,73 +152,6 @@ def hart() -> Hart:
 
 
 # -- fakes ------------------------------------------------------------------------------
-class FakeCpu:
-    """The register interface traps.py uses, backed by plain dicts (no Unicorn)."""
-
-    def __init__(self, priv: int = PRIV_M) -> None:
-        self.csr: dict[str, int] = {}
-        self.gpr: dict[str, int] = {}
-        self.priv = priv
-        self.pc = 0
-
-    def get_privilege(self) -> int:
-        return self.priv
-
-    def set_privilege(self, priv: int) -> None:
-        self.priv = priv
-
-    def read_csr(self, name: str) -> int:
-        return self.csr.get(name, 0)
-
-    def write_csr(self, name: str, value: int) -> None:
-        self.csr[name] = value & 0xFFFF_FFFF_FFFF_FFFF
-
-    def read_gpr(self, name: str) -> int:
-        return self.gpr.get(name, 0)
-
-    def write_gpr(self, name: str, value: int) -> None:
-        self.gpr[name] = value & 0xFFFF_FFFF_FFFF_FFFF
-
-
-class FakeSbiEnv:
-    """An SbiEnv over a small bytearray of 'RAM', recording console output and timers."""
-
-    def __init__(self, base: int = RAM_BASE, size: int = 0x1000, vm_id: int = 3, vm_count: int = 5) -> None:
-        self.base, self.ram = base, bytearray(size)
-        self.vm_id, self.vm_count = vm_id, vm_count
-        self.output = bytearray()
-        self.input = bytearray()
-        self.timers: list[int] = []
-
-    def _inside(self, addr: int, length: int) -> bool:
-        return self.base <= addr and addr + length <= self.base + len(self.ram)
-
-    def guest_contains(self, addr: int, length: int) -> bool:
-        return self._inside(addr, length)
-
-    def guest_read(self, addr: int, length: int) -> bytes | None:
-        if not self._inside(addr, length):
-            return None
-        return bytes(self.ram[addr - self.base : addr - self.base + length])
-
-    def guest_write(self, addr: int, data: bytes) -> bool:
-        if not self._inside(addr, len(data)):
-            return False
-        self.ram[addr - self.base : addr - self.base + len(data)] = data
-        return True
-
-    def console_write(self, data: bytes) -> None:
-        self.output += data
-
-    def console_read(self, limit: int) -> bytes:
-        out = bytes(self.input[:limit])
-        del self.input[:limit]
-        return out
-
-    def set_timer(self, stime: int) -> None:
-        self.timers.append(stime)
-
-
 @pytest.fixture
 def fake_cpu() -> FakeCpu:
     """A dict-backed CPU in M-mode."""

@@ -50,3 +50,16 @@ def test_every_public_class_and_function_has_a_docstring(name):
 def test_version_is_a_string():
     """__version__ is public and a version string."""
     assert isinstance(labvmm.__version__, str) and labvmm.__version__[0].isdigit()
+
+
+def test_the_shipped_fakes_are_documented_and_match_what_they_stand_in_for():
+    """labvmm.testing's FakeCpu offers only methods the real Vcpu has, each with a docstring."""
+    from labvmm import testing
+    from labvmm.vcpu import Vcpu
+
+    for name in testing.__all__:
+        cls = getattr(testing, name)
+        assert (cls.__doc__ or "").strip(), name
+        for member in public_members(cls):
+            assert (getattr(cls, member).__doc__ or "").strip(), f"{name}.{member}"
+    assert [m for m in public_members(testing.FakeCpu) if not hasattr(Vcpu, m)] == []
