@@ -199,8 +199,9 @@ class Host:
         """Run the VMs until all have stopped, `max_insns` of virtual time passed, or `until(host)`.
 
         Returns a RunResult; `stopped_because` says which condition ended the run
-        ("all-stopped", "max-insns", "until", "all-idle": every VM waits for input that no
-        timer will bring).
+        ("all-stopped": no VM is running or paused; "all-paused": no VM is running but some
+        are paused, so resuming one continues; "max-insns"; "until"; "all-idle": every VM
+        waits for input that no timer will bring).
         """
         if max_insns is not None:
             _check_positive_int("max_insns", max_insns)
@@ -223,7 +224,8 @@ class Host:
             self._roll_period()
             running = [vm for vm in self.vms.values() if vm.state == VMState.RUNNING]
             if not running:
-                return "all-stopped"
+                paused = any(vm.state == VMState.PAUSED for vm in self.vms.values())
+                return "all-paused" if paused else "all-stopped"
             if budget is not None and budget <= 0:
                 return "max-insns"
             wanting = [vm for vm in running if vm.ready()]

@@ -360,3 +360,13 @@ def test_a_finisher_reset_reboots_the_vm_from_its_image(host, raw_image, rv):
     assert vm.state == VMState.RUNNING
     assert vm.resets > 10 and vm.exits["reset"] == vm.resets
     assert vm.reg("pc") - 0x8000_0000 < 4 * len(words)
+
+
+def test_run_reports_all_paused_when_only_paused_vms_are_left(host, make_vm):
+    """A paused VM has not stopped: the run says all-paused, and resuming it continues the run."""
+    vm = make_vm("hello", start=True)
+    vm.pause()
+    assert host.run().stopped_because == "all-paused"
+    vm.resume()
+    assert host.run().stopped_because == "all-stopped"
+    assert vm.exit_code == 0

@@ -382,7 +382,7 @@ class Runner:
                 continue
             self.state = "running"
             result = self._chunk()
-            if result.stopped_because in ("all-stopped", "all-idle"):
+            if result.stopped_because in ("all-stopped", "all-paused", "all-idle"):
                 if all(vm.state.value in TERMINAL_STATES for vm in self.host.vms.values()):
                     self.state = "finished"
                     self._want = "paused"
