@@ -1,9 +1,9 @@
 """PLIC: the platform-level interrupt controller, routing device lines to hart contexts.
 
-Register layout of the RISC-V PLIC specification (riscv-plic-spec 1.0.0, chapter 3) as
+Register layout of the RISC-V PLIC specification 1.0.0 ("Memory Map"; sections cited by title) as
 QEMU's `virt` uses it at 0x0C00_0000, with two contexts for hart 0: context 0 = M-mode,
 context 1 = S-mode. Device lines are level-triggered: a source is pending while its line is
-high and it is not claimed; completing a claim lets it be pending again (the gateway, 2.2).
+high and it is not claimed; completing a claim lets it be pending again ("Interrupt Gateways").
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Plic:
             return 0
         if reg == 0:
             return s.threshold[ctx]
-        if reg == 4:  # claim (spec 3.8)
+        if reg == 4:  # "Interrupt Claim Process"
             src = self._best(ctx)
             if src:
                 s.claimed |= 1 << src
@@ -131,6 +131,7 @@ class Plic:
                 return
             if reg == 0:
                 s.threshold[ctx] = min(value, MAX_PRIORITY)
-            elif reg == 4 and 1 <= value < SOURCES:  # complete (spec 3.9)
+            elif reg == 4 and 1 <= value < SOURCES and s.enable[ctx] >> value & 1:
+                # "Interrupt Completion": an ID not enabled for this context is silently ignored.
                 s.claimed &= ~(1 << value)
         self._update()

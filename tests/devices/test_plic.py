@@ -140,6 +140,18 @@ def test_complete_after_the_line_dropped_leaves_nothing_pending(plic):
     assert claim(plic, M) == 0
 
 
+def test_completing_a_source_not_enabled_for_the_context_is_ignored(plic):
+    """A completion ID not enabled for the target is silently ignored (Interrupt Completion)."""
+    set_priority(plic, 10, 1)
+    enable(plic, M, 10)
+    plic.line(10)(True)
+    assert claim(plic, M) == 10
+    complete(plic, S, 10)  # S has not enabled source 10: the claim stays open
+    assert not plic.context_pending(M)
+    complete(plic, M, 10)
+    assert claim(plic, M) == 10
+
+
 def test_a_claimed_source_is_not_pending_until_completed(plic):
     """Raising a claimed line again does not make it pending before completion."""
     set_priority(plic, 4, 1)
