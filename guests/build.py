@@ -88,6 +88,14 @@ GUESTS = (
           "M", COMMON_M + ("echo/echo.c",)),
     Guest("memtest", "Finds RAM in the device tree, then writes and verifies every free word.",
           "M", COMMON_M + ("memtest/memtest.c",)),
+    Guest("mailbox", "Writer or reader of a message in a page shared between two VMs (param `role`).",
+          "M", COMMON_M + ("mailbox/mailbox.c",)),
+    Guest("rtos", "M-mode preemptive kernel: U-mode tasks behind PMP, round robin on timer ticks, syscalls.",
+          "M", COMMON_M + ("rtos/rtos.c", "rtos/trap.S")),
+    Guest("minikernel", "S-mode kernel on SBI: Sv39 paging, U-mode processes, demand-zero heap, timer preemption.",
+          "S", COMMON_S + ("minikernel/minikernel.c", "minikernel/trap.S")),
+    Guest("rtc-test", "S-mode kernel: finds a Goldfish RTC in the device tree, reads it, takes its alarm.",
+          "S", COMMON_S + ("rtc-test/rtc_test.c",)),
 )
 
 

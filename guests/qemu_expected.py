@@ -9,7 +9,8 @@ map, so an M-mode image must print exactly the same bytes on both. Each run
 is `qemu-system-riscv64 -machine virt -bios none -nographic -m 16M -kernel
 images/<name>.elf` under a timeout, and must end with exit status 0, i.e. the
 guest powered itself off through the test finisher. The echo guest is fed
-"hello\\r" and then Ctrl-D (0x04) on its console.
+"hello\\r" and then Ctrl-D (0x04) on its console; rtos runs with `-icount
+shift=3` (QEMU_OPTIONS).
 """
 
 from __future__ import annotations
@@ -30,11 +31,18 @@ TIMEOUT_S = 20
 # the UART unchanged.
 STDIN = {"echo": b"hello\r\x04"}
 
+# Extra QEMU options per guest. rtos's trace counts timer ticks; without -icount
+# QEMU's clock is the host's wall clock, and a busy host that stops QEMU for a
+# tick can land the tick inside a task's burst of output. With -icount shift=3
+# QEMU's clock counts instructions (8 ns each; labvmm's: 10 ns), as labvmm's does,
+# and every run prints the same bytes.
+QEMU_OPTIONS = {"rtos": ["-icount", "shift=3"]}
+
 
 def run_on_qemu(name: str) -> bytes:
     """Console output of images/<name>.elf on QEMU virt; fails unless it exits 0."""
     cmd = [QEMU, "-machine", "virt", "-bios", "none", "-nographic", "-m", "16M",
-           "-kernel", f"images/{name}.elf"]
+           *QEMU_OPTIONS.get(name, []), "-kernel", f"images/{name}.elf"]
     result = subprocess.run(cmd, cwd=GUESTS_DIR, input=STDIN.get(name, b""),
                             capture_output=True, timeout=TIMEOUT_S)
     if result.returncode != 0:

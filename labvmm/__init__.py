@@ -20,8 +20,9 @@ from .errors import (
     OutOfMemoryError,
     VcpuError,
 )
+from .attach import DeviceContext, DeviceSpec, ManualContext
 from .guests import builtin_guests
-from .host import DEFAULT_QUANTUM, Host, RunResult, Slice
+from .host import DEFAULT_QUANTUM, Host, RunResult, SharedPage, Slice
 from .isolation import IsolationEvent, IsolationLog
 from .metrics import Alarm, AlarmEvent, Monitor, Sample
 from .scheduler import Credit, Policy, RoundRobin, Shares
@@ -35,6 +36,10 @@ __all__ = [
     "VMState",
     "RunResult",
     "Slice",
+    "SharedPage",
+    "DeviceSpec",
+    "DeviceContext",
+    "ManualContext",
     "Policy",
     "RoundRobin",
     "Credit",

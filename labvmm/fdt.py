@@ -355,11 +355,16 @@ def virt_dtb(*, ram_base: int, ram_size: int, bootargs: str = "",
              timebase_hz: int = 10_000_000, isa: str = "rv64imafdc",
              mmu_type: str = "riscv,sv39", uart_irq: int = 10, plic_ndev: int = 95,
              uart_clock_hz: int = 3_686_400,
-             virtio_slots: Sequence[tuple[int, int, int]] = ()) -> bytes:
-    """Return the DTB of a one-hart `virt` machine; virtio_slots are (base, size, irq)."""
+             virtio_slots: Sequence[tuple[int, int, int]] = (),
+             extra_devices: Sequence[tuple[str, int, int, str, int | None]] = ()) -> bytes:
+    """Return the DTB of a one-hart `virt` machine; virtio_slots are (base, size, irq).
+
+    extra_devices are devices of your own (labvmm.attach): (name, base, size, compatible,
+    irq or None), each a node `<name>@<base>` under /soc.
+    """
     if ram_size <= 0:
         raise ValueError(f"ram_size {ram_size:#x} must be positive")
-    for irq in [uart_irq, *(slot[2] for slot in virtio_slots)]:
+    for irq in [uart_irq, *(slot[2] for slot in virtio_slots), *(d[4] for d in extra_devices if d[4] is not None)]:
         if not 1 <= irq <= plic_ndev:
             raise ValueError(f"interrupt {irq} is outside the PLIC's sources 1..{plic_ndev}")
 
@@ -411,6 +416,11 @@ def virt_dtb(*, ram_base: int, ram_size: int, bootargs: str = "",
             "reg": reg([(base, size)]),
             "compatible": string("virtio,mmio"),
         }) for base, size, irq in virtio_slots),
+        *(Node(f"{name}@{base:x}", {
+            **(interrupts_on_plic(irq) if irq is not None else {}),
+            "reg": reg([(base, size)]),
+            "compatible": string(compatible),
+        }) for name, base, size, compatible, irq in extra_devices),
     ]
     root = Node("", {
         "#address-cells": u32(2), "#size-cells": u32(2),

@@ -19,15 +19,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from .errors import ConfigError, ImageError, LabvmmError, LifecycleError, OutOfMemoryError
+import numpy as np
+
+from .errors import ConfigError, GuestMemoryError, ImageError, LabvmmError, LifecycleError, OutOfMemoryError
 from .guests import resolve
 from .loader import check_fits, parse_image, read_image_file
 from .memory import MIB, PAGE_SIZE, FramePool, GuestMemory
 from .metrics import Alarm, AlarmBook, Monitor
 from .scheduler import PERIOD_INSNS, RoundRobin, make_policy
 from .virt import KERNEL_BASE, RAM_BASE, insns_to_seconds
-from .isolation import IsolationLog, check_policy
-from .vm import FIRMWARES, VM, VMConfig, VMState
+from .isolation import IsolationLog, audit_frames, check_policy
+from .attach import check_devices
+from .vm import BUILTIN_WINDOWS, FIRMWARES, VM, VMConfig, VMState
 
 DEFAULT_QUANTUM = 100_000
 DEFAULT_HOST_MEMORY_MIB = 1024
@@ -44,6 +47,16 @@ class Slice(NamedTuple):
     vm: str
     instructions: int
     exit: str
+
+
+class SharedPage(NamedTuple):
+    """One frame mapped into a second VM on purpose (`Host.share_pages`), as `Host.shares` lists them."""
+
+    frame: int  # host frame number
+    owner: str  # the VM accountable for the frame (it allocated it, or inherited it)
+    owner_addr: int  # guest-physical address of the page in the owner
+    vm: str  # the VM it is shared with
+    addr: int  # guest-physical address of the page in that VM
 
 
 @dataclass
@@ -105,11 +118,15 @@ class Host:
         bootargs: str = "",
         start: bool = True,
         on_violation: str = "stop",
+        devices=None,
     ) -> VM:
         """Create a VM from a built-in guest name or an image path (started unless `start=False`).
 
         `on_violation` says what an access outside the VM's RAM and devices does: "stop" the
         VM or "fault" (deliver an access fault to the guest's trap handler); see labvmm.isolation.
+        `devices` attaches devices of your own to the VM's MMIO bus, as a dict
+        {name: (base, device)} or {name: (base, device, irq)}, or a list of
+        `labvmm.attach.DeviceSpec(name, base, device, irq=None)`; see labvmm.attach.
         Raises ImageError for a missing or bad image, ConfigError for bad settings,
         OutOfMemoryError when the pool or the quota cannot supply `memory_mib`; nothing is
         left half-created on error.
@@ -139,6 +156,7 @@ class Host:
         if params is not None and not isinstance(params, dict):
             raise ConfigError(f"params must be a dict of name -> integer, got {type(params).__name__}")
         config = VMConfig(name=name, memory_mib=memory_mib, firmware=firmware, params=dict(params or {}), bootargs=bootargs)
+        device_specs = check_devices(devices, ram_base=RAM_BASE, ram_size=memory_mib * MIB, builtin=BUILTIN_WINDOWS)
         vm_id = self._next_id
         runs = self.pool.allocate(vm_id, memory_mib * MIB // PAGE_SIZE, RAM_BASE)
         try:
@@ -151,6 +169,7 @@ class Host:
                 vm_count=lambda: len(self.vms),
                 isolation_log=self.isolation_log,
                 on_violation=check_policy(on_violation),
+                devices=device_specs,
             )
         except BaseException:
             self.pool.release(vm_id)
@@ -179,15 +198,158 @@ class Host:
             raise ConfigError(f"no VM named {name!r} on this host (VMs: {known})") from None
 
     def destroy_vm(self, name: str) -> int:
-        """Destroy a VM and return its frames to the pool; returns how many frames."""
+        """Destroy a VM and return its frames to the pool; returns how many frames.
+
+        A frame it shares with VMs that live on stays theirs (it passes to the first of them,
+        and is not counted); a frame it maps from another VM stays with that VM.
+        """
         vm = self.vm(name)
         frames = self.pool.release(vm.id)
         vm._destroyed()
         del self.vms[name]
         self.monitor.forget(name)
+        forget = getattr(self.policy, "forget", None)  # optional in the Policy interface
+        if forget is not None:
+            forget(name)
         self._throttle.pop(name, None)
         self.usage.pop(name, None)
         return frames
+
+    # -- page sharing -----------------------------------------------------------------
+    def share_pages(self, owner, owner_addr: int, other, other_addr: int, pages: int = 1) -> list[SharedPage]:
+        """Map `pages` pages of VM `owner`'s RAM into VM `other` as well: shared memory between two VMs.
+
+        From then on the pages at guest-physical `owner_addr` in `owner` and `other_addr` in
+        `other` are the same host frames (as Xen's grant tables or QEMU's ivshmem give two
+        guests): a store in one VM is seen by loads in the other, and by `read_memory` of
+        both. The frames `other` had there go back to the pool, zeroed, and what was on those
+        pages is lost. `owner` stays accountable for the shared frames (its `owned_frames`);
+        a frame may be shared with several VMs. Destroying a VM keeps its shared frames for
+        the VMs still using them. `unshare_pages` gives `other` private zeroed pages back.
+
+        Args: VM names (or VM objects of this host), page-aligned guest-physical addresses
+        inside each VM's RAM, and the number of 4 KiB pages (>= 1).
+        Returns the SharedPage entries created. Call it between runs (from a running
+        `labvmm.widgets.Runner`, through `runner.submit`), never while `run` is in progress.
+        Raises ConfigError (unknown VM, the same VM twice, bad page count or alignment, a
+        page already shared), GuestMemoryError (a range outside a VM's RAM); nothing
+        changes on error.
+        """
+        owner_vm, other_vm = self._vm_arg("owner", owner), self._vm_arg("other", other)
+        if owner_vm is other_vm:
+            raise ConfigError(f"cannot share pages of VM {owner_vm.name!r} with itself; name two different VMs")
+        pages = self._check_pages(pages)
+        owner_frames = owner_vm.memory.frames_at(self._page_addr("owner_addr", owner_addr, owner_vm, pages), pages)
+        old_frames = other_vm.memory.frames_at(self._page_addr("other_addr", other_addr, other_vm, pages), pages)
+        for i, frame in enumerate(owner_frames.tolist()):
+            holder = int(self.pool.owner[frame])
+            if holder != owner_vm.id:
+                raise ConfigError(
+                    f"page 0x{owner_addr + i * PAGE_SIZE:x} of VM {owner_vm.name!r} is frame {frame}, which VM "
+                    f"{self._vm_name(holder)!r} owns and shares with it; share it from {self._vm_name(holder)!r}"
+                )
+        for i, frame in enumerate(old_frames.tolist()):
+            users = self.pool.users(frame)
+            if len(users) > 1:
+                raise ConfigError(
+                    f"page 0x{other_addr + i * PAGE_SIZE:x} of VM {other_vm.name!r} is already shared (frame {frame}, "
+                    f"used by {', '.join(repr(self._vm_name(u)) for u in users)}); unshare it first"
+                )
+        size = pages * PAGE_SIZE
+        self.pool.share(owner_frames, owner_vm.id, other_vm.id)
+        try:
+            other_vm.memory.remap(other_addr, owner_frames)
+            other_vm.remap_memory(other_addr, size)
+        except BaseException:
+            other_vm.memory.remap(other_addr, old_frames)
+            other_vm.remap_memory(other_addr, size)
+            self.pool.unshare(owner_frames, other_vm.id)
+            raise
+        self.pool.release_frames(other_vm.id, old_frames)
+        return [
+            SharedPage(int(f), owner_vm.name, owner_addr + i * PAGE_SIZE, other_vm.name, other_addr + i * PAGE_SIZE)
+            for i, f in enumerate(owner_frames.tolist())
+        ]
+
+    def unshare_pages(self, vm, addr: int, pages: int = 1) -> int:
+        """End the sharing of `pages` pages at `addr` in `vm`, which maps them from another VM.
+
+        `vm` gets fresh zeroed private frames there (the owner keeps its frames and their
+        contents), so the VM needs free frames in the pool. Unshare on the side that
+        received the pages: the owner's side has nothing to give back. Returns the number of
+        frames taken from the pool. Raises ConfigError (bad VM, count, alignment, or a page
+        `vm` does not map from another VM), GuestMemoryError (outside its RAM),
+        OutOfMemoryError (not enough free frames); nothing changes on error.
+        """
+        vm = self._vm_arg("vm", vm)
+        pages = self._check_pages(pages)
+        shared = vm.memory.frames_at(self._page_addr("addr", addr, vm, pages), pages)
+        for i, frame in enumerate(shared.tolist()):
+            users = self.pool.users(frame)
+            if self.pool.owner[frame] == vm.id:
+                others = ", ".join(repr(self._vm_name(u)) for u in users[1:])
+                detail = f"it owns frame {frame}; unshare it in the VMs it is shared with: {others}" if others else "it is private"
+                raise ConfigError(f"page 0x{addr + i * PAGE_SIZE:x} of VM {vm.name!r} is not mapped from another VM ({detail})")
+        runs = self.pool.allocate(vm.id, pages, addr)  # OutOfMemoryError before anything changed
+        fresh = [f for r in runs for f in range(r.first_frame, r.first_frame + r.frames)]
+        self.pool.unshare(shared, vm.id)
+        vm.memory.remap(addr, fresh)
+        vm.remap_memory(addr, pages * PAGE_SIZE)
+        return pages
+
+    def shares(self) -> list[SharedPage]:
+        """Every page shared between two VMs, by frame, then by the VM it is shared with."""
+        table = self.pool.shares()
+        if not table:
+            return []
+        frames = np.fromiter(table, dtype=np.int64)
+        where: dict[tuple[int, int], int] = {}  # (vm id, frame) -> guest address
+        by_id = {vm.id: vm for vm in self.vms.values()}
+        for vm in by_id.values():
+            page_frames = vm.memory.page_frames()
+            for index in np.flatnonzero(np.isin(page_frames, frames)).tolist():
+                where[(vm.id, int(page_frames[index]))] = vm.memory.base + index * PAGE_SIZE
+        out = []
+        for frame, users in table.items():
+            owner = users[0]
+            for user in users[1:]:
+                out.append(SharedPage(frame, by_id[owner].name, where[(owner, frame)], by_id[user].name, where[(user, frame)]))
+        return out
+
+    def audit_frames(self) -> list[str]:
+        """Check that every VM reaches only its own frames and those shared with it; the problems found (none: [])."""
+        return audit_frames(self.pool, [(vm.name, vm.id, vm.memory) for vm in self.vms.values()])
+
+    def _vm_arg(self, what: str, value) -> VM:
+        if isinstance(value, VM):
+            if self.vms.get(value.name) is not value:
+                raise ConfigError(f"{what}: VM {value.name!r} is not a VM of this host (destroyed, or another host's)")
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{what} must be a VM name (or a VM of this host), got {type(value).__name__} {value!r}")
+        return self.vm(value)
+
+    def _vm_name(self, vm_id: int) -> str:
+        return next((vm.name for vm in self.vms.values() if vm.id == vm_id), f"VM {vm_id}")
+
+    @staticmethod
+    def _check_pages(pages) -> int:
+        if isinstance(pages, bool) or not isinstance(pages, int) or pages < 1:
+            raise ConfigError(f"pages must be a positive integer (4 KiB pages), got {pages!r}")
+        return pages
+
+    @staticmethod
+    def _page_addr(what: str, addr, vm: VM, pages: int) -> int:
+        if isinstance(addr, bool) or not isinstance(addr, int):
+            raise ConfigError(f"{what} must be an integer guest-physical address, got {type(addr).__name__} {addr!r}")
+        if addr % PAGE_SIZE:
+            raise ConfigError(f"{what} 0x{addr:x} is not 4 KiB page aligned (expected a multiple of 0x1000)")
+        if not vm.memory.contains(addr, pages * PAGE_SIZE):
+            raise GuestMemoryError(
+                f"{what}: {pages} page(s) at 0x{addr:x} reach outside VM {vm.name!r}'s RAM "
+                f"0x{vm.memory.base:x}-0x{vm.memory.end:x}"
+            )
+        return addr
 
     # -- running ----------------------------------------------------------------------
     def run(
@@ -391,6 +553,14 @@ class Host:
         elif alarm.action == "throttle":
             self._throttle[vm_name] = alarm.throttle_cap
 
+    def wanting_cpu(self) -> list[VM]:
+        """The VMs that want the CPU now: running and not waiting in wfi for an interrupt.
+
+        Target shares are computed among these: a VM asleep until its next timer tick cannot
+        use its share, so the others' targets include what it leaves (as they really get it).
+        """
+        return [vm for vm in self.vms.values() if vm.state == VMState.RUNNING and not vm.idle]
+
     def cpu_shares(self, since: int = 0) -> dict[str, float]:
         """Each VM's share of the CPU from virtual time `since` to now, from the timeline."""
         span = self.clock - since
@@ -412,11 +582,15 @@ class Host:
         vm.state = VMState.RUNNING
         vm.idle = False
         start = self.clock
-        retired, exit_value = vm.run_slice(count)
-        self.policy.charge(vm, retired)
-        self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
-        self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
-        self._advance(retired, RunResult())
+        started = time.perf_counter()
+        try:
+            retired, exit_value = vm.run_slice(count)
+            self.policy.charge(vm, retired)
+            self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+            self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
+            self._advance(retired, RunResult())
+        finally:  # a step is host wall time too: vmm_seconds() subtracts the guest's part of it
+            self.wall_seconds += time.perf_counter() - started
         if was_paused and vm.state == VMState.RUNNING:
             vm.state = VMState.PAUSED
         return retired
@@ -435,13 +609,19 @@ class Host:
         return h.hexdigest()
 
     def memory_report(self) -> dict:
-        """Frames: total, free, and owned per VM (they always sum to the pool)."""
+        """Frames: total, free, and owned per VM (they always sum to the pool); shared frames and pages.
+
+        `shared_frames` counts frames mapped into more than one VM (each is owned by one VM, so
+        the sum still holds); `shared_pages` gives, per VM, its pages backed by such frames,
+        whether it owns them or maps them from another VM.
+        """
         return {
             "frame_size": PAGE_SIZE,
             "total_frames": self.pool.frame_count,
             "free_frames": self.pool.free_frames(),
             "owned_frames": {vm.name: self.pool.owned_frames(vm.id) for vm in self.vms.values()},
-            "shared_frames": 0,  # no frame is mapped into two VMs yet
+            "shared_frames": self.pool.shared_frames(),  # frames mapped into more than one VM
+            "shared_pages": {vm.name: vm.memory.shared_pages() for vm in self.vms.values()},
         }
 
     def report(self) -> dict:
@@ -468,7 +648,7 @@ class Host:
 
     def _vm_report(self, vm: VM) -> dict:
         report = vm.report()
-        wanting = [v for v in self.vms.values() if v.state == VMState.RUNNING]
+        wanting = self.wanting_cpu()
         report["cpu_share"] = vm.instructions / self.clock if self.clock else 0.0
         report["target_share"] = self.policy.target_share(vm, wanting) if vm in wanting else None
         params = getattr(self.policy, "params", None)
@@ -487,4 +667,4 @@ class Host:
         return f"<Host {self.memory_mib} MiB, {len(self.vms)} VMs, clock={self.clock}>"
 
 
-__all__ = ["Host", "RunResult", "Slice", "LabvmmError", "ImageError"]
+__all__ = ["Host", "RunResult", "SharedPage", "Slice", "LabvmmError", "ImageError"]

@@ -13,6 +13,8 @@ Kinds of event:
 - ``unmapped-fetch``: an instruction fetch from such an address, or from a device window
   (device registers are never executable);
 - ``no-device``: a load or store inside a device's 4 KiB page where no register is;
+- ``bad-device-access``: an access to a device of the user's own (labvmm.attach) that is not
+  1, 2, 4 or 8 bytes, naturally aligned and inside its window, refused before its code ran;
 - ``bad-hypercall``: an SBI call refused for a bad pointer, length or parameter (probing an
   unknown extension or function is normal and is no event);
 - ``no-trap-handler``: an exception the guest has no handler installed for.
@@ -35,9 +37,15 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from .errors import ConfigError
+import numpy as np
 
-KINDS = ("unmapped-read", "unmapped-write", "unmapped-fetch", "no-device", "bad-hypercall", "no-trap-handler")
+from .errors import ConfigError
+from .memory import FREE, PAGE_SIZE
+
+KINDS = (
+    "unmapped-read", "unmapped-write", "unmapped-fetch", "no-device", "bad-device-access", "bad-hypercall",
+    "no-trap-handler",
+)
 ACTIONS = ("fault-delivered", "vm-stopped", "call-refused")
 POLICIES = ("stop", "fault")
 DEFAULT_POLICY = "stop"
@@ -111,6 +119,52 @@ class IsolationLog:
         return f"<IsolationLog {len(self._events)} events, {self.dropped} dropped>"
 
 
+def audit_frames(pool, vms) -> list[str]:
+    """Check that each VM reaches only its own frames and the frames shared with it on purpose.
+
+    `vms` is a list of (name, vm id, GuestMemory). A VM's CPU maps exactly its GuestMemory's
+    runs, so this is what the VM can reach: every frame behind its pages must list the VM as
+    a user in the pool (its owner, or a VM it was shared with by `Host.share_pages`), no
+    frame may back two of its pages, and the pool's records must match the mappings (every
+    user of a frame maps it, free frames are mapped by nobody, an owned frame by its owner).
+    Returns one sentence per problem; an empty list means isolation holds.
+    """
+    problems: list[str] = []
+    counts = np.zeros(pool.frame_count, dtype=np.int64)  # how many pages, of all VMs, each frame backs
+    by_owner = np.zeros(pool.frame_count, dtype=bool)  # backs a page of the VM that owns it
+    shared_mapped: dict[int, set[int]] = {}  # shared frame -> ids of the VMs mapping it
+    shared = pool.shared_mask()
+    for name, vm_id, memory in vms:
+        frames = memory.page_frames()
+        unique, repeats = np.unique(frames, return_counts=True)
+        for frame in unique[repeats > 1].tolist():
+            problems.append(f"VM {name!r} maps frame {frame} at more than one page")
+        np.add.at(counts, frames, 1)
+        own = pool.owner[frames] == vm_id
+        by_owner[frames[own]] = True
+        for index in np.flatnonzero(~own).tolist():  # only pages shared with it may be someone else's
+            frame = int(frames[index])
+            if vm_id not in pool.users(frame):
+                owner = int(pool.owner[frame])
+                problems.append(
+                    f"VM {name!r} reaches frame {frame} at 0x{memory.base + index * PAGE_SIZE:x}, which "
+                    f"{'is free' if owner == FREE else f'belongs to VM {owner}'} and is not shared with it"
+                )
+        for frame in frames[shared[frames]].tolist():
+            shared_mapped.setdefault(frame, set()).add(vm_id)
+    free = pool.owner == FREE
+    for frame in np.flatnonzero(free & (counts > 0)).tolist():
+        problems.append(f"frame {frame} is free but backs {int(counts[frame])} page(s)")
+    for frame in np.flatnonzero(~free & ~shared & ((counts != 1) | ~by_owner)).tolist():
+        problems.append(f"frame {frame} of VM {int(pool.owner[frame])} backs {int(counts[frame])} page(s), "
+                        f"{'including' if by_owner[frame] else 'none of'} its owner's")
+    for frame, users in pool.shares().items():
+        if shared_mapped.get(frame, set()) != set(users) or counts[frame] != len(users):
+            problems.append(f"frame {frame} is recorded as shared by VMs {list(users)} "
+                            f"but mapped by {sorted(shared_mapped.get(frame, ()))}")
+    return problems
+
+
 def check_policy(value: object) -> str:
     """Return `value` if it is an `on_violation` policy, else raise ConfigError naming it."""
     if not isinstance(value, str) or value not in POLICIES:
@@ -127,4 +181,5 @@ __all__ = [
     "DEFAULT_POLICY",
     "LOG_LIMIT",
     "check_policy",
+    "audit_frames",
 ]

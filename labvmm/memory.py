@@ -7,6 +7,12 @@ what the memory widget draws and what the accounting sums up.
 
 Code that *creates* memory (the pool) is separate from code that *uses* it (GuestMemory's
 read/write), as in rust-vmm's vm-memory.
+
+Sharing. A frame normally backs one page of one VM. `Host.share_pages` maps a frame into a
+second VM on purpose (as Xen's grant tables or QEMU's ivshmem do): the pool then lists the
+frame's users (`users`, `shares`, `shared_mask`). The ownership table keeps one owner per
+frame, the VM accountable for it, so free frames plus owned frames still add up to the
+pool; when the owner is destroyed, the frame passes to the next VM still using it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ class FramePool:
         self.base_address = ctypes.addressof(self._pin)
         self.view = memoryview(self._buffer)
         self.owner = np.full(self.frame_count, FREE, dtype=np.int32)
+        # Frames mapped into more than one VM: frame -> VM ids using it, owner first.
+        self._users: dict[int, list[int]] = {}
+        self._shared = np.zeros(self.frame_count, dtype=bool)
+        #: Bumped whenever a frame's users change (GuestMemory caches its shared ranges on it).
+        self.share_version = 0
 
     # -- allocation -------------------------------------------------------------------
     def free_frames(self) -> int:
@@ -116,15 +127,120 @@ class FramePool:
         return sorted(picked)
 
     def release(self, owner: int) -> int:
-        """Return every frame of `owner` to the pool, zeroed; returns how many."""
+        """Return every frame of `owner` to the pool, zeroed; returns how many.
+
+        Shared frames are not lost and not freed twice: a frame `owner` maps from another VM
+        just loses `owner` as a user, and a frame it owns that other VMs still map passes,
+        unzeroed, to the first of them (it is theirs now and not counted as returned).
+        """
+        changed = False
+        for frame, users in list(self._users.items()):
+            if owner not in users:
+                continue
+            users.remove(owner)
+            changed = True
+            if self.owner[frame] == owner:
+                self.owner[frame] = users[0]
+            if len(users) == 1:
+                del self._users[frame]
+                self._shared[frame] = False
+        if changed:
+            self.share_version += 1
         mask = self.owner == owner
         count = int(np.count_nonzero(mask))
+        self._zero_mask(mask)
+        self.owner[mask] = FREE
+        return count
+
+    def release_frames(self, owner: int, frames) -> None:
+        """Return some private frames of `owner` to the pool, zeroed (all or nothing).
+
+        Raises ConfigError naming the first frame that `owner` does not own or that is
+        shared, before any frame changes hands.
+        """
+        frames = self._frame_array(frames)
+        for frame in frames:
+            if self.owner[frame] != owner or self._shared[frame]:
+                raise ConfigError(
+                    f"frame {int(frame)} is not a private frame of VM {owner} "
+                    f"(owner {int(self.owner[frame])}, users {list(self.users(int(frame)))})"
+                )
+        mask = np.zeros(self.frame_count, dtype=bool)
+        mask[frames] = True
+        self._zero_mask(mask)
+        self.owner[mask] = FREE
+
+    def _zero_mask(self, mask: np.ndarray) -> None:
         padded = np.concatenate(([False], mask, [False])).view(np.int8)
         edges = np.flatnonzero(np.diff(padded))
         for start, end in zip(edges[0::2], edges[1::2]):
             self.zero(int(start), int(end - start))
-        self.owner[mask] = FREE
-        return count
+
+    def _frame_array(self, frames) -> np.ndarray:
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if frames.size and (frames.min() < 0 or frames.max() >= self.frame_count):
+            raise ConfigError(f"frames must be 0..{self.frame_count - 1}, got {frames.tolist()}")
+        if np.unique(frames).size != frames.size:
+            raise ConfigError(f"frames must be distinct, got {frames.tolist()}")
+        return frames
+
+    # -- sharing ----------------------------------------------------------------------
+    def share(self, frames, owner: int, user: int) -> None:
+        """Record that VM `user` maps `frames`, which VM `owner` owns, as well (all or nothing).
+
+        Only the bookkeeping: the caller maps the frames into the user's CPU and gives the
+        user's own frames back (`release_frames`). Raises ConfigError, before anything
+        changes, when a frame is not `owner`'s, or `user` is `owner` or already uses it.
+        """
+        frames = self._frame_array(frames)
+        if user == owner:
+            raise ConfigError(f"VM {owner} cannot share frames with itself")
+        for frame in frames.tolist():
+            if self.owner[frame] != owner:
+                raise ConfigError(f"frame {frame} is owned by {int(self.owner[frame])}, not by VM {owner}")
+            if user in self._users.get(frame, ()):
+                raise ConfigError(f"frame {frame} is already shared with VM {user}")
+        for frame in frames.tolist():
+            self._users.setdefault(frame, [owner]).append(user)
+            self._shared[frame] = True
+        self.share_version += 1
+
+    def unshare(self, frames, user: int) -> None:
+        """Record that VM `user` no longer maps `frames` (it must map them, not own them)."""
+        frames = self._frame_array(frames)
+        for frame in frames.tolist():
+            users = self._users.get(frame, ())
+            if user not in users or self.owner[frame] == user:
+                raise ConfigError(f"frame {frame} is not shared with VM {user} by another VM (users {list(self.users(frame))})")
+        for frame in frames.tolist():
+            users = self._users[frame]
+            users.remove(user)
+            if len(users) == 1:
+                del self._users[frame]
+                self._shared[frame] = False
+        self.share_version += 1
+
+    def users(self, frame: int) -> tuple[int, ...]:
+        """VM ids that map `frame`: the owner first, then the VMs it is shared with (empty when free)."""
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.frame_count:
+            raise ConfigError(f"frame must be an integer 0..{self.frame_count - 1}, got {frame!r}")
+        frame = int(frame)
+        if frame in self._users:
+            return tuple(self._users[frame])
+        owner = int(self.owner[frame])
+        return () if owner == FREE else (owner,)
+
+    def shares(self) -> dict[int, tuple[int, ...]]:
+        """Every frame mapped into more than one VM -> the VM ids using it (owner first), by frame."""
+        return {frame: tuple(users) for frame, users in sorted(self._users.items())}
+
+    def shared_mask(self) -> np.ndarray:
+        """A bool per frame: True where the frame is mapped into more than one VM."""
+        return self._shared.copy()
+
+    def shared_frames(self) -> int:
+        """Number of frames mapped into more than one VM."""
+        return int(np.count_nonzero(self._shared))
 
     def zero(self, first_frame: int, frames: int) -> None:
         """Zero frames by handing their pages back to the OS (no copy, no resident memory)."""
@@ -149,6 +265,8 @@ class GuestMemory:
         self.base = runs[0].guest_addr
         self.size = sum(r.size for r in runs)
         self.end = self.base + self.size
+        self._page_frames: np.ndarray | None = None  # frame per page, in guest order (cache)
+        self._shared_cache: tuple[int, list[tuple[int, int]]] | None = None  # (pool.share_version, ranges)
 
     def contains(self, addr: int, length: int = 1) -> bool:
         """True when [addr, addr+length) lies inside RAM (wrap-around counts as outside)."""
@@ -189,9 +307,19 @@ class GuestMemory:
         return int.from_bytes(self.read(addr, 8), "little")
 
     def clear(self) -> None:
-        """Zero the whole RAM (a reset), without making it resident."""
+        """Zero the RAM (a reset), without making it resident.
+
+        Pages shared with another VM are left as they are: shared memory outlives a reset of
+        one of its users, as an ivshmem region outlives a guest's reboot, and zeroing it would
+        write into the other VM's memory.
+        """
+        shared = self._pool._shared
         for run in self.runs:
-            self._pool.zero(run.first_frame, run.frames)
+            mask = ~shared[run.first_frame : run.first_frame + run.frames]
+            padded = np.concatenate(([False], mask, [False])).view(np.int8)
+            edges = np.flatnonzero(np.diff(padded))
+            for start, end in zip(edges[0::2], edges[1::2]):
+                self._pool.zero(run.first_frame + int(start), int(end - start))
 
     def digest(self) -> bytes:
         """SHA-256 of the whole RAM, in guest address order."""
@@ -222,3 +350,73 @@ class GuestMemory:
         return [
             (r.guest_addr, self._pool.base_address + r.first_frame * PAGE_SIZE, r.size) for r in self.runs
         ]
+
+    def host_pointers_in(self, addr: int, length: int, whole_runs: bool = False) -> list[tuple[int, int, int]]:
+        """(guest address, host address, size) of the pieces of [addr, addr+length), for re-mapping.
+
+        `whole_runs` widens the range to the runs it touches, so a CPU re-mapped from them has
+        one region per run (Unicorn's mapping cost grows with the number of regions).
+        """
+        if whole_runs:
+            self.check(addr, length)
+            touched = [r for r in self.runs if r.guest_addr < addr + length and addr < r.guest_addr + r.size]
+            if touched:
+                addr, length = touched[0].guest_addr, touched[-1].guest_addr + touched[-1].size - touched[0].guest_addr
+        return [(addr + off, self._pool.base_address + host, n) for off, host, n in self._pieces(addr, length)]
+
+    # -- which frames back which pages (page sharing) -------------------------------------
+    def page_frames(self) -> np.ndarray:
+        """The host frame behind each 4 KiB page, in guest address order (a read-only array)."""
+        if self._page_frames is None:
+            frames = np.concatenate([np.arange(r.first_frame, r.first_frame + r.frames, dtype=np.int64) for r in self.runs])
+            frames.setflags(write=False)
+            self._page_frames = frames
+        return self._page_frames
+
+    def _page_index(self, addr: int, pages: int) -> int:
+        if (addr - self.base) % PAGE_SIZE:
+            raise GuestMemoryError(f"guest address {addr:#x} is not 4 KiB page aligned")
+        self.check(addr, pages * PAGE_SIZE)
+        return (addr - self.base) // PAGE_SIZE
+
+    def frames_at(self, addr: int, pages: int = 1) -> np.ndarray:
+        """The host frames behind `pages` pages from page-aligned guest-physical `addr` on."""
+        first = self._page_index(addr, pages)
+        return self.page_frames()[first : first + pages].copy()
+
+    def remap(self, addr: int, frames) -> None:
+        """Back the pages from page-aligned `addr` on by `frames` (one frame per page).
+
+        Only this table changes: the caller keeps the pool's records and the CPU's mapping in
+        step (`Host.share_pages`). Runs of consecutive frames are merged, so the CPU sees as few
+        regions as possible.
+        """
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if frames.size and (frames.min() < 0 or frames.max() >= self._pool.frame_count):
+            raise ConfigError(f"frames must be 0..{self._pool.frame_count - 1}, got {frames.tolist()}")
+        first = self._page_index(addr, len(frames))
+        table = self.page_frames().copy()
+        table[first : first + len(frames)] = frames
+        breaks = np.flatnonzero(np.diff(table) != 1) + 1
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [table.size]))
+        self.runs = [Run(self.base + int(a) * PAGE_SIZE, int(table[a]), int(b - a)) for a, b in zip(starts, ends)]
+        table.setflags(write=False)
+        self._page_frames = table
+        self._shared_cache = None
+
+    def shared_ranges(self) -> list[tuple[int, int]]:
+        """[start, end) guest-physical ranges backed by frames another VM maps too (cached)."""
+        version = self._pool.share_version
+        if self._shared_cache is None or self._shared_cache[0] != version:
+            mask = self._pool._shared[self.page_frames()]
+            padded = np.concatenate(([False], mask, [False])).view(np.int8)
+            edges = np.flatnonzero(np.diff(padded))
+            ranges = [(self.base + int(a) * PAGE_SIZE, self.base + int(b) * PAGE_SIZE)
+                      for a, b in zip(edges[0::2], edges[1::2])]
+            self._shared_cache = (version, ranges)
+        return self._shared_cache[1]
+
+    def shared_pages(self) -> int:
+        """How many pages of this RAM are backed by frames another VM maps too."""
+        return sum((end - start) // PAGE_SIZE for start, end in self.shared_ranges())

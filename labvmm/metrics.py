@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import ConfigError
@@ -75,12 +75,13 @@ class Monitor:
         self.capacity = capacity
         self.window = window
         self.samples: dict[str, deque[Sample]] = {}
-        # Per VM, the last `window` + 1 (time, instructions, exits) points, oldest first.
+        # Per VM, the last `window` (time, instructions, exits) points, oldest first: with the
+        # point a new sample adds, a window of `window` intervals.
         self._history: dict[str, deque[tuple[int, int, int]]] = {}
 
     def register(self, vm_name: str, now: int) -> None:
         """Start a VM's history at its creation (virtual time `now`, nothing run yet)."""
-        self._history[vm_name] = deque([(now, 0, 0)], maxlen=self.window + 1)
+        self._history[vm_name] = deque([(now, 0, 0)], maxlen=self.window)
 
     def next_boundary(self, clock: int) -> int:
         """The next sampling instant after `clock`."""
@@ -89,11 +90,11 @@ class Monitor:
     def sample(self, host: "Host") -> list[Sample]:
         """Take one sample of every VM on `host` at its current virtual time."""
         now = host.clock
-        wanting = [vm for vm in host.vms.values() if vm.state.value == "running"]
+        wanting = host.wanting_cpu()
         taken = []
         for vm in host.vms.values():
             exits = sum(vm.exits.values())
-            history = self._history.setdefault(vm.name, deque([(now, vm.instructions, exits)], maxlen=self.window + 1))
+            history = self._history.setdefault(vm.name, deque([(now, vm.instructions, exits)], maxlen=self.window))
             t0, i0, _ = history[0]  # the start of the sliding window
             tl, _, el = history[-1]  # the previous sample
             span = max(now - t0, 1)
@@ -133,13 +134,19 @@ class Monitor:
 
     def to_dataframe(self):
         """The samples as a pandas DataFrame (needs pandas: pip install pandas)."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ConfigError("to_dataframe needs pandas; install it with: pip install pandas") from exc
+        pd = _pandas()
         frame = pd.DataFrame(self.rows(), columns=list(Sample._fields))
         frame["time_s"] = frame["time_insns"] / NOMINAL_IPS
         return frame
+
+
+def _pandas():
+    """pandas, imported on first use: it is an optional dependency of labvmm."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ConfigError("to_dataframe needs pandas; install it with: pip install pandas") from exc
+    return pd
 
 
 @dataclass
@@ -216,6 +223,16 @@ class AlarmBook:
         self.alarms = [a for a in self.alarms if a.name != name]
         if len(self.alarms) == before:
             raise ConfigError(f"no alarm named {name!r}")
+
+    def to_dataframe(self):
+        """The alarm log as a pandas DataFrame, one row per transition, oldest first, with time_s.
+
+        Needs pandas (pip install pandas).
+        """
+        pd = _pandas()
+        frame = pd.DataFrame([asdict(e) for e in self.log], columns=[f.name for f in fields(AlarmEvent)])
+        frame["time_s"] = frame["time_insns"] / NOMINAL_IPS
+        return frame
 
     def evaluate(self, samples: list[Sample], interval_insns: int, host: "Host") -> list[AlarmEvent]:
         """Judge every alarm on the newest samples; apply actions; return the transitions."""

@@ -63,6 +63,9 @@ class Policy(Protocol):
     def target_share(self, vm: "VM", vms: list["VM"]) -> float | None:
         """The share of the CPU the policy aims to give `vm` among `vms` (for display)."""
 
+    # Optional: `forget(vm_name)`, called when a VM is destroyed, drops what the policy keeps
+    # about it (the built-in policies do; the host does not require it).
+
 
 def _int_in(name: str, value, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -114,6 +117,9 @@ class _FairShare(abc.ABC):
 
     def __init__(self) -> None:
         self._vruntime: dict[str, int] = {}
+        self._version = 0  # bumped by every configure(): parameters changed
+        self._entitled_key: tuple = ()  # (version, VM names) `_entitled` was computed for
+        self._entitled: dict[str, float] = {}
 
     @abc.abstractmethod
     def weight_of(self, vm: "VM") -> int:
@@ -137,15 +143,68 @@ class _FairShare(abc.ABC):
             self._vruntime[vm.name] = max(self._vruntime.get(vm.name, 0), min(others) - 1)
 
     def target_share(self, vm: "VM", vms: list["VM"]) -> float | None:
-        """weight / total weight of the VMs that want the CPU, bounded by the VM's cap."""
+        """The VM's entitlement among the VMs that want the CPU (see `entitlements`)."""
         if vm not in vms:
             return None
-        share = self.weight_of(vm) / sum(self.weight_of(v) for v in vms)
+        return self.entitlements(vms)[vm.name]
+
+    def entitlements(self, vms: list["VM"]) -> dict[str, float]:
+        """Each VM's share of the CPU when all of `vms` want it: what this policy delivers.
+
+        CPU in proportion to weight, but never below a VM's floor (a reservation) nor above
+        its ceiling (a cap or limit); what a bounded VM cannot take goes to the others in
+        proportion to their weights (weighted max-min fairness, "water-filling"). When every
+        VM sits at its ceiling the rest of the CPU idles; when the floors add up to more than
+        the CPU, they are scaled down to fit.
+        """
+        # The host asks for every VM at every monitoring sample: compute once per set of VMs
+        # and parameters (configure() bumps the version).
+        key = (self._version, tuple(v.name for v in vms))
+        if key != self._entitled_key:
+            bounds = [(v.name, self.weight_of(v), *self._bounds(v)) for v in vms]
+            self._entitled_key, self._entitled = key, _water_fill(bounds)
+        return self._entitled
+
+    def _bounds(self, vm: "VM") -> tuple[float, float]:
+        """(floor, ceiling) of the VM's share of the CPU: no reservation here; a cap or limit."""
         cap = self.allowance(vm, PERIOD_INSNS)
-        return share if cap is None else min(share, cap / PERIOD_INSNS)
+        return 0.0, 1.0 if cap is None else min(cap / PERIOD_INSNS, 1.0)
 
     def allowance(self, vm: "VM", period_insns: int) -> int | None:
         return None
+
+    def forget(self, vm_name: str) -> None:
+        """Drop a destroyed VM's parameters and runtime (a new VM of that name starts afresh)."""
+        self._vruntime.pop(vm_name, None)
+        if getattr(self, "_params", {}).pop(vm_name, None) is not None:
+            self._version += 1
+
+
+def _water_fill(bounds: list[tuple[str, int, float, float]]) -> dict[str, float]:
+    """Shares clamp(level * weight, floor, ceiling) whose sum is 1, given (name, weight, floor, ceiling).
+
+    The sum grows piecewise linearly with the level, bending where a VM leaves its floor or
+    reaches its ceiling; the level that fills the CPU lies between two such points.
+    """
+    if not bounds:
+        return {}
+    floors = sum(f for _, _, f, _ in bounds)
+    if floors >= 1.0:
+        return {name: f / floors for name, _, f, _ in bounds}
+
+    def filled(level: float) -> float:
+        return sum(min(max(level * w, f), c) for _, w, f, c in bounds)
+
+    points = sorted({0.0} | {x / w for _, w, f, c in bounds for x in (f, c)})
+    low, low_sum = 0.0, filled(0.0)
+    level = points[-1]  # every VM at its ceiling: the CPU is not full
+    for point in points[1:]:
+        high_sum = filled(point)
+        if high_sum >= 1.0:
+            level = low + (1.0 - low_sum) * (point - low) / (high_sum - low_sum)
+            break
+        low, low_sum = point, high_sum
+    return {name: min(max(level * w, f), c) for name, w, f, c in bounds}
 
 
 class Credit(_FairShare):
@@ -160,11 +219,13 @@ class Credit(_FairShare):
 
     def configure(self, vm_name: str, *, weight: int | None = None, cap: int | None = None) -> None:
         """Set a VM's weight and/or cap; takes effect from the next slice."""
-        params = self._params.setdefault(vm_name, {})
+        params = dict(self._params.get(vm_name, {}))  # all checked before any is applied
         if weight is not None:
             params["weight"] = _int_in(f"credit weight of VM {vm_name!r}", weight, 1, 65535)
         if cap is not None:
             params["cap"] = _int_in(f"credit cap (%) of VM {vm_name!r}", cap, 0, 100)
+        self._params[vm_name] = params
+        self._version += 1
 
     def params(self, vm_name: str) -> dict[str, int]:
         """The VM's weight and cap (defaults filled in)."""
@@ -208,7 +269,7 @@ class Shares(_FairShare):
         limit: int | None = None,
     ) -> None:
         """Set shares, a reservation and/or a limit (instructions per virtual second; 0 = none)."""
-        params = self._params.setdefault(vm_name, {})
+        params = dict(self._params.get(vm_name, {}))  # all checked before any is applied
         if shares is not None:
             if isinstance(shares, str):
                 if shares not in SHARE_LEVELS:
@@ -221,9 +282,19 @@ class Shares(_FairShare):
             params["reservation"] = _int_in(f"reservation (instructions/s) of VM {vm_name!r}", reservation, 0, NOMINAL_IPS)
         if limit is not None:
             params["limit"] = _int_in(f"limit (instructions/s) of VM {vm_name!r}", limit, 0, NOMINAL_IPS)
-        p = self.params(vm_name)
-        if p["limit"] and p["reservation"] > p["limit"]:
-            raise ConfigError(f"VM {vm_name!r}: reservation {p['reservation']} exceeds its limit {p['limit']}")
+        reservation, limit = params.get("reservation", 0), params.get("limit", 0)
+        if limit and reservation > limit:
+            raise ConfigError(f"VM {vm_name!r}: reservation {reservation} exceeds its limit {limit}")
+        # Admission control, as vSphere refuses to power on a VM whose reservation the host
+        # cannot guarantee: all reservations together fit in one CPU.
+        others = sum(p.get("reservation", 0) for name, p in self._params.items() if name != vm_name)
+        if reservation and others + reservation > NOMINAL_IPS:
+            raise ConfigError(
+                f"VM {vm_name!r}: reservation {reservation} instructions/s does not fit: other VMs "
+                f"reserve {others} of the CPU's {NOMINAL_IPS}; at most {NOMINAL_IPS - others} is left"
+            )
+        self._params[vm_name] = params
+        self._version += 1
 
     def params(self, vm_name: str) -> dict[str, int]:
         """The VM's shares, reservation and limit (defaults filled in: normal, 0, 0)."""
@@ -237,6 +308,11 @@ class Shares(_FairShare):
     def weight_of(self, vm: "VM") -> int:
         """The VM's shares."""
         return self.params(vm.name)["shares"]
+
+    def _bounds(self, vm: "VM") -> tuple[float, float]:
+        """(floor, ceiling) of the VM's share of the CPU: its reservation and its limit."""
+        p = self.params(vm.name)
+        return p["reservation"] / NOMINAL_IPS, p["limit"] / NOMINAL_IPS if p["limit"] else 1.0
 
     def _reserved(self, vm: "VM", period_insns: int) -> int:
         return self.params(vm.name)["reservation"] * period_insns // NOMINAL_IPS

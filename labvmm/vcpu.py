@@ -98,8 +98,12 @@ class Vcpu:
         on_mmio: Callable[[Mmio], int],
         on_trap: Callable[[Trap | Hypercall], object],
         on_fault: Callable[[Fault], object],
+        fetch: Callable[[int], tuple[int, int] | None] | None = None,
     ) -> None:
+        # `fetch(pc)` -> (instruction, length) as the hart fetched it, through the guest's
+        # page tables (labvmm.traps.read_instruction); without it pc is read as physical.
         self._on_mmio, self._on_trap, self._on_fault = on_mmio, on_trap, on_fault
+        self._fetch = fetch
         try:
             self._uc = unicorn.Uc(unicorn.UC_ARCH_RISCV, unicorn.UC_MODE_RISCV64)
             self._uc.ctl_set_tcg_buffer_size(TCG_BUFFER_BYTES)
@@ -148,6 +152,24 @@ class Vcpu:
         self._callbacks += [on_read, on_write]
         self._uc.mmio_map(base, size, on_read, None, on_write, None)
 
+    def remap_ram(self, guest_addr: int, host_addr: int, size: int) -> None:
+        """Back [guest_addr, guest_addr+size), already RAM, by other host memory (page sharing).
+
+        Unmapping part of a region splits it (Unicorn 2.1.4) and drops the softmmu TLB and the
+        code translated from those pages, so the next access, fetch included, uses the new memory.
+        """
+        last = guest_addr + size - 1
+        covered = sum(
+            min(end, last) - max(start, guest_addr) + 1
+            for start, end, perms in self._uc.mem_regions()
+            if perms == unicorn.UC_PROT_ALL and start <= last and end >= guest_addr
+        )
+        if size <= 0 or covered != size:
+            raise VcpuError(f"guest range 0x{guest_addr:x}+0x{size:x} is not all mapped RAM")
+        self._uc.mem_unmap(guest_addr, size)
+        self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_ALL, host_addr)
+        self.flush_code(guest_addr, guest_addr + size)
+
     def read_memory(self, addr: int, size: int) -> bytes | None:
         """Bytes at guest-physical `addr`, or None where nothing is mapped."""
         try:
@@ -155,18 +177,31 @@ class Vcpu:
         except unicorn.UcError:
             return None
 
-    def flush_code(self) -> None:
-        """Drop translated code, after the VMM changed guest code behind the CPU's back."""
-        self._uc.ctl_remove_cache(_RAM_BASE, 0xFFFF_FFFF_FFFF_F000)
+    def flush_code(self, start: int = _RAM_BASE, end: int = 0xFFFF_FFFF_FFFF_F000) -> None:
+        """Drop code translated from [start, end), after guest code changed behind the CPU's back.
+
+        By the VMM, or by another VM through a shared page: translated code is cached per
+        Unicorn instance, and a store from another instance does not invalidate it.
+        """
+        self._uc.ctl_remove_cache(start, end)
 
     # -- running ----------------------------------------------------------------------
-    def run(self, budget: int) -> tuple[int, object]:
-        """Run up to `budget` instructions; returns (instructions retired, exit value)."""
+    def run(self, budget: int, stop_before_block: Callable[[], bool] | None = None) -> tuple[int, object]:
+        """Run up to `budget` instructions; returns (instructions retired, exit value).
+
+        `stop_before_block`, when given, is asked before every block of guest code runs; when
+        it answers True the slice ends there, before the block (a BudgetDone with the limit
+        shortened). Unicorn ends a block after every CSR instruction and xRET (they may change
+        the privilege or the interrupt enables), so this sees the hart's state right after
+        each of them: how the VMM takes a machine interrupt the moment the guest unmasks it.
+        A block hook slows the guest down several times: give one only for short windows.
+        """
         if budget <= 0:
             raise VcpuError(f"instruction budget must be positive, got {budget}")
         self._stop_exit = None
         self._access_fault = None
         self._running = True
+        hook = self._watch_blocks(stop_before_block) if stop_before_block is not None else None
         try:
             try:
                 self._uc.emu_start(self.pc, 0, count=budget)
@@ -177,6 +212,8 @@ class Vcpu:
                 self._stop_exit = self._take_access_fault()
         finally:
             self._running = False
+            if hook is not None:
+                self._uc.hook_del(hook)
         # The counter includes the instruction at which the count hook stopped the CPU
         # (not executed); the limit may have been shortened by a hook during the slice.
         counted, limit = int(self._counter.value), int(self._budget.value)
@@ -187,6 +224,25 @@ class Vcpu:
             return limit, BudgetDone()
         return retired, Idle(self.pc)
 
+    def _watch_blocks(self, predicate: Callable[[], bool]):
+        """Add the block hook of `run(stop_before_block=...)`; returns its handle.
+
+        Measured on Unicorn 2.1.4: code translated before a hook exists never calls it, so the
+        cached translations are dropped first; stopping from a block hook (by shortening the
+        budget to what has run) ends the slice before the block's first instruction.
+        """
+
+        def on_block(uc, address, size, _ud):
+            try:
+                stop = predicate()
+            except Exception:  # a VMM bug must not run the guest on unwatched
+                stop = True
+            if stop:
+                self.shorten_slice(0)
+
+        self.flush_code()
+        return self._uc.hook_add(unicorn.UC_HOOK_BLOCK, on_block, begin=_RAM_BASE, end=0xFFFF_FFFF_FFFF_FFFF)
+
     def _breakpoint(self, exc: unicorn.UcError) -> object | None:
         """Unicorn stops on `ebreak` with UC_ERR_INSN_INVALID instead of raising cause 3.
 
@@ -196,9 +252,14 @@ class Vcpu:
         if exc.errno != unicorn.UC_ERR_INSN_INVALID:
             return None
         pc = self.pc
-        raw = self.read_memory(pc, 4) or self.read_memory(pc, 2) or b""
-        if raw[:4] != EBREAK.to_bytes(4, "little") and raw[:2] != C_EBREAK.to_bytes(2, "little"):
-            return None
+        if self._fetch is not None:  # pc is virtual under paging
+            fetched = self._fetch(pc)
+            if fetched not in ((EBREAK, 4), (C_EBREAK, 2)):
+                return None
+        else:
+            raw = self.read_memory(pc, 4) or self.read_memory(pc, 2) or b""
+            if raw[:4] != EBREAK.to_bytes(4, "little") and raw[:2] != C_EBREAK.to_bytes(2, "little"):
+                return None
         event = Trap(cause=3, pc=pc + 4, privilege=self._uc.reg_read(rc.UC_RISCV_REG_PRIV))
         result = self._on_trap(event)  # Trap.pc follows Unicorn's convention: past by 4
         return result if result is not None else event

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from . import sbi, traps
+from .attach import DeviceContext, DeviceFault, DeviceSpec, GuardedDevice
 from .bus import MmioBus
 from .devices import Clint, Plic, TestFinisher, Uart16550
 from .errors import ConfigError, GuestMemoryError, LifecycleError
@@ -42,6 +43,7 @@ from .vcpu import ABI_NAMES, CSR_NAMES, PRIV_M, PRIV_NAMES, PRIV_S, PRIV_U, Vcpu
 from .virt import (
     CLINT_BASE,
     INSNS_PER_TICK,
+    NOMINAL_IPS,
     PLIC_BASE,
     PLIC_CONTEXT_M,
     PLIC_CONTEXT_S,
@@ -54,11 +56,22 @@ CONSOLE_LIMIT_BYTES = 1 << 20
 _UNKNOWN = object()  # "not computed yet" for caches that may legitimately hold None
 #: When an interrupt is pending and enabled but masked, re-check this often (instructions).
 MASKED_POLL_INSNS = 1000
+#: ... after watching the guest block by block for this long, so that an interrupt unmasked
+#: within it (a trap handler's tail, an mret) is taken right after the unmasking instruction.
+MASKED_WATCH_INSNS = 20_000
 #: Exceptions labvmm delegates to S-mode when it is the guest's firmware, as OpenSBI does:
 #: misaligned fetch, breakpoint, ecall from U, and the page faults.
 FIRMWARE_MEDELEG = (1 << 0) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15)
 FIRMWARE_MIDELEG = traps.S_LEVEL
 FIRMWARES = ("guest", "labvmm")
+#: The built-in device windows of every VM: (bus name, base, size). Devices of your own
+#: (`Host.create_vm(devices=...)`, labvmm.attach) must keep clear of them.
+BUILTIN_WINDOWS = (
+    ("test-finisher", TEST_FINISHER_BASE, TestFinisher.size),
+    ("clint", CLINT_BASE, Clint.size),
+    ("plic", PLIC_BASE, Plic.size),
+    ("uart0", UART0_BASE, Uart16550.size),
+)
 
 
 class VMState(str, Enum):
@@ -120,6 +133,7 @@ class VM:
         vm_count: Callable[[], int],
         isolation_log: IsolationLog | None = None,
         on_violation: str = DEFAULT_POLICY,
+        devices: list[DeviceSpec] | tuple = (),
     ) -> None:
         if config.firmware not in FIRMWARES:
             raise ConfigError(f"firmware must be one of {FIRMWARES}, got {config.firmware!r}")
@@ -152,6 +166,9 @@ class VM:
         self.timer_listener: Callable[[], None] | None = None
         self._page_epoch = None  # page fingerprints at the last dirty_pages() call
         self._stimer_deadline: int | None = None  # SBI set_timer value, in mtime ticks
+        self._device_specs = list(devices)  # checked by the host (labvmm.attach.check_devices)
+        self._device_timers: dict[str, tuple[int, Callable[[], None]]] = {}  # name -> (virtual time, callback)
+        self._booted = False
         self._build_platform()
         self._boot()
 
@@ -166,19 +183,43 @@ class VM:
         self.bus.attach("clint", CLINT_BASE, self.clint)
         self.bus.attach("plic", PLIC_BASE, self.plic)
         self.bus.attach("uart0", UART0_BASE, self.uart)
+        self.devices: dict[str, GuardedDevice] = {}  # devices of your own, by name
+        for spec in self._device_specs:
+            guarded = GuardedDevice(spec.name, spec.device, spec.device.size)
+            self.bus.attach(spec.name, spec.base, guarded)
+            self.devices[spec.name] = guarded
+            attach = getattr(spec.device, "attach", None)
+            if attach is None:
+                continue
+            ctx = DeviceContext(
+                spec.name,
+                now_insns=lambda: self.now() if self._booted else self._host_clock(),
+                irq_line=None if spec.irq is None else self._irq_line(spec.irq),
+                irq=spec.irq,
+                schedule=self._schedule_device_timer,
+            )
+            try:
+                attach(ctx)
+            except Exception as exc:
+                raise ConfigError(f"device {spec.name!r}: its attach() raised {exc!r}") from exc
 
     def _uart_irq_line(self):
-        line = self.plic.line(UART0_IRQ)
+        return self._irq_line(UART0_IRQ)
+
+    def _irq_line(self, source: int):
+        line = self.plic.line(source)
 
         def set_level(high: bool) -> None:
             line(high)
-            self._irq_changed()
+            if self._booted:  # a device may drive its line from attach(), before the hart exists
+                self._irq_changed()
 
         return set_level
 
     def _boot(self) -> None:
         """Load the image, write the DTB, and put the hart at the entry point."""
-        self.cpu = Vcpu(on_mmio=self._on_mmio, on_trap=self._on_trap, on_fault=self._on_fault)
+        self.cpu = Vcpu(on_mmio=self._on_mmio, on_trap=self._on_trap, on_fault=self._on_fault,
+                        fetch=lambda pc: traps.read_instruction(self.cpu, self.guest_read, pc))
         for guest, host, size in self.memory.host_pointers():
             self.cpu.map_ram(guest, host, size)
         for slot in self.bus.slots:
@@ -189,7 +230,9 @@ class VM:
             self.memory.write(seg.address, seg.data)
         for addr, value in self._param_writes.items():
             self.memory.write(addr, value.to_bytes(8, "little"))
-        dtb = virt_dtb(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs)
+        extra = [(s.name, s.base, self.devices[s.name].size, self.devices[s.name].compatible, s.irq) for s in self._device_specs]
+        dtb = virt_dtb(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs,
+                       extra_devices=extra)
         self.dtb_address = place_dtb(self.memory.base, self.memory.size, len(dtb))
         if self.dtb_address < self.image.end:  # QEMU's 2 MiB-aligned spot is taken: just below the top
             self.dtb_address = (self.memory.end - len(dtb)) & ~0xFFF
@@ -215,7 +258,10 @@ class VM:
         if self.timer_listener is not None:
             self.timer_listener()
         self._s_lines = 0  # the S-level interrupt lines last driven into mip
+        self._masked_watched = 0  # instructions watched block by block in this masked episode
+        self._watching = False  # a watched slice is running
         self.idle = False
+        self._booted = True
 
     # -- time ---------------------------------------------------------------------------
     def now(self) -> int:
@@ -259,7 +305,40 @@ class VM:
             events.append(self._insns_for_ticks(ticks))
         if self._stimer_deadline is not None and self._stimer_deadline > self.mtime_ticks():
             events.append(self._insns_for_ticks(self._stimer_deadline - self.mtime_ticks()))
+        if self._device_timers:  # one due but not yet fired (set in this slice) ends it next instruction
+            now = self.now()
+            events.append(max(min(at for at, _ in self._device_timers.values()) - now, 1))
         return min(events) if events else None
+
+    def _schedule_device_timer(self, name: str, time_ns: int | None, callback) -> None:
+        """A device's one-shot timer (DeviceContext.call_at / cancel_timer), kept in instructions."""
+        if time_ns is None:
+            self._device_timers.pop(name, None)
+        else:  # the first instruction boundary at or after time_ns
+            self._device_timers[name] = (-(-time_ns * NOMINAL_IPS // 1_000_000_000), callback)
+        if self._booted:
+            self._timer_changed()
+
+    def _fire_device_timers(self) -> None:
+        """Run the callbacks of device timers that are due, in time order (ties: by name)."""
+        now = self.now()
+        due = sorted((at, name) for name, (at, _) in self._device_timers.items() if at <= now)
+        for _, name in due:
+            _, callback = self._device_timers.pop(name)
+            try:
+                callback()
+            except Exception as exc:  # a device's own bug stops this VM, never the host
+                self._device_failed(f"device {name!r} raised {exc!r} in its timer callback")
+                return
+        if due:
+            self._timer_changed()
+
+    def _device_failed(self, reason: str) -> None:
+        """Stop the VM because a device of its own failed outside an access."""
+        self.exits["fault"] += 1
+        self.last_fault = Fault("device", self.cpu.pc, reason=reason)
+        self.state, self.crash_reason = VMState.CRASHED, reason
+        self._device_timers.clear()
 
     def _timer_changed(self) -> None:
         self._next_event_at = _UNKNOWN
@@ -273,8 +352,18 @@ class VM:
 
     def _irq_changed(self) -> None:
         self._sync_s_interrupts()
-        if traps.deliverable_m_interrupt(self.cpu, self._pending_m_interrupts()) is not None:
+        pending = self._pending_m_interrupts()
+        if traps.deliverable_m_interrupt(self.cpu, pending) is not None:
             self.cpu.shorten_slice(0)  # take it at the next instruction boundary
+        elif pending and not self._watching and pending & self.cpu.read_csr("mie"):
+            self.cpu.shorten_slice(0)  # enabled but masked: the next slice watches for the unmask
+
+    def _masked_interrupt_settled(self) -> bool:
+        """True once the masked M interrupt can be taken, or is no longer pending and enabled."""
+        pending = self._pending_m_interrupts()
+        if not pending & self.cpu.read_csr("mie"):
+            return True
+        return traps.deliverable_m_interrupt(self.cpu, pending) is not None
 
     # -- interrupts -----------------------------------------------------------------------
     def _pending_m_interrupts(self) -> int:
@@ -328,6 +417,10 @@ class VM:
         """True when the VM is running and has work: not idle, or an interrupt wakes it."""
         if self.state != VMState.RUNNING:
             return False
+        if self._device_timers:
+            self._fire_device_timers()
+            if self.state != VMState.RUNNING:
+                return False
         if self.idle and self.interrupt_pending():
             self.idle = False
         return not self.idle
@@ -336,14 +429,32 @@ class VM:
         """Run up to `budget` instructions from the host's current virtual time."""
         if self.state != VMState.RUNNING:
             raise LifecycleError(f"VM {self.name!r} is {self.state.value}, expected running to run a slice")
+        if self._device_timers:
+            self._fire_device_timers()
+            if self.state != VMState.RUNNING:
+                return 0, self.last_fault
+        for start, end in self.memory.shared_ranges():  # code there may have been rewritten by another VM
+            self.cpu.flush_code(start, end)
         masked_waiting = self._deliver_interrupts()
         until = self.insns_until_event()
         if until:  # a timer due later: end the slice when it fires (0 = already pending)
             budget = min(budget, until)
-        if masked_waiting:
+        watch = None
+        if not masked_waiting:
+            self._masked_watched = 0
+        elif self._masked_watched < MASKED_WATCH_INSNS:  # stop right after the unmasking instruction
+            watch = self._masked_interrupt_settled
+            budget = min(budget, MASKED_WATCH_INSNS - self._masked_watched)
+        else:  # masked for long: poll, which costs far less than watching every block
             budget = min(budget, MASKED_POLL_INSNS)
         started = time.perf_counter()
-        retired, exit_value = self.cpu.run(budget)
+        self._watching = watch is not None
+        try:
+            retired, exit_value = self.cpu.run(budget, stop_before_block=watch)
+        finally:
+            self._watching = False
+        if watch is not None:
+            self._masked_watched += retired
         self.guest_seconds += time.perf_counter() - started  # wall time inside the CPU
         self.instructions += retired
         self.slices += 1
@@ -380,6 +491,12 @@ class VM:
     def _reset_devices(self) -> None:
         for dev in (self.clint, self.plic, self.uart):
             dev.reset()
+        self._device_timers.clear()
+        for device in self.devices.values():
+            try:
+                device.reset()
+            except DeviceFault as exc:
+                self._device_failed(str(exc))
 
     # -- exit callbacks from the vCPU -----------------------------------------------------
     def _on_mmio(self, access: Mmio) -> int:
@@ -388,7 +505,8 @@ class VM:
         try:
             return handle_mmio(self, access)
         except Exception as exc:  # a device bug must not take the host down
-            self.cpu.request_stop(Fault("vmm", self.cpu.pc, access.address, access.size, f"device error: {exc!r}"))
+            reason = str(exc) if isinstance(exc, DeviceFault) else f"device error: {exc!r}"
+            self.cpu.request_stop(Fault("vmm", self.cpu.pc, access.address, access.size, reason))
             return 0
         finally:
             self.exit_seconds += time.perf_counter() - started
@@ -419,7 +537,7 @@ class VM:
         forever), the VM is stopped.
         """
         if fault.kind == "mmio":
-            kind = "no-device"
+            kind = fault.details.get("event", "no-device")
             cause = CAUSE_STORE_ACCESS if fault.details.get("is_write") else CAUSE_LOAD_ACCESS
         else:
             kind = f"unmapped-{fault.kind}"
@@ -596,6 +714,14 @@ class VM:
         self._page_epoch = current
         return [self.memory.base + int(i) * PAGE_SIZE for i in changed]
 
+    def remap_memory(self, addr: int, length: int) -> None:
+        """Point the vCPU at the frames `memory` now has behind [addr, addr+length) (`Host.share_pages`)."""
+        self._require("re-map the memory of", VMState.CREATED, VMState.RUNNING, VMState.PAUSED,
+                      VMState.HALTED, VMState.CRASHED)
+        for guest, host, size in self.memory.host_pointers_in(addr, length, whole_runs=True):
+            self.cpu.remap_ram(guest, host, size)
+        self._digest_cache = None
+
     def read_memory(self, addr: int, length: int) -> bytes:
         """Guest-physical RAM bytes (raises GuestMemoryError outside RAM)."""
         if self.state == VMState.DESTROYED:  # its frames may belong to another VM by now
@@ -621,6 +747,9 @@ class VM:
         # RAM only changes while the VM runs (or resets), so the digest of a stopped VM is
         # cached on its instruction count: hashing 128 MiB costs ~0.1 s.
         key = (self.instructions, self.slices, self.resets)
+        if self.memory.shared_ranges():  # another VM (or the host) may have written a shared page since
+            self._digest_cache = None
+            return self.memory.digest()
         if self._digest_cache is None or self._digest_cache[0] != key:
             self._digest_cache = (key, self.memory.digest())
         return self._digest_cache[1]
@@ -665,6 +794,13 @@ def handle_mmio(vm: VM, access: Mmio) -> int:
         vm.cpu.abandon_access(fault)
         return 0
     offset = access.address - slot.base
+    if isinstance(slot.device, GuardedDevice):  # a device of your own: refuse bad accesses before it sees them
+        refused = slot.device.check(offset, access.size)
+        if refused is not None:
+            fault = Fault("mmio", vm.cpu.pc, access.address, access.size, refused,
+                          details={"is_write": access.is_write, "event": "bad-device-access"})
+            vm.cpu.abandon_access(fault)
+            return 0
     if access.is_write:
         slot.device.write(offset, access.size, access.value)
         return 0
@@ -690,19 +826,12 @@ def handle_trap(vm: VM, event: Trap | Hypercall):
         return _deliver(vm, cause, event.pc, 0)
     epc = event.pc - 4  # Unicorn reports exceptions with the PC advanced by 4 (fetch faults too)
     if event.cause == traps.CAUSE_ILLEGAL_INSTRUCTION:
-        raw = cpu.read_memory(epc, 4) or b""
-        inst = int.from_bytes(raw.ljust(4, b"\0"), "little")
-        if len(raw) == 4 and traps.emulate_csr(cpu, inst, epc, vm.mtime_ticks()):
+        fetched = traps.read_instruction(cpu, vm.guest_read, epc)  # epc is virtual: through the page tables
+        if fetched is not None and fetched[1] == 4 and traps.emulate_csr(cpu, fetched[0], epc, vm.mtime_ticks()):
             vm.exits["emulated"] += 1
             return None
-        if len(raw) >= 2 and traps.instruction_length(inst & 0xFFFF) == 2:
-            inst &= 0xFFFF
-        return _deliver(vm, event.cause, epc, inst)
-    # mtval: the pc for a breakpoint and for a failed fetch, whose address is the pc (3.1.16).
-    fetch_causes = (traps.CAUSE_BREAKPOINT, traps.CAUSE_MISALIGNED_FETCH, traps.CAUSE_FETCH_ACCESS,
-                    traps.CAUSE_FETCH_PAGE_FAULT)
-    tval = epc if event.cause in fetch_causes else 0
-    return _deliver(vm, event.cause, epc, tval)
+    # mtval/stval as the hart sets it (3.1.16): the pc, the address accessed, or the instruction.
+    return _deliver(vm, event.cause, epc, traps.fault_tval(cpu, vm.guest_read, event.cause, epc))
 
 
 def _is_sbi_call(vm: VM, call: Hypercall) -> bool:

@@ -80,6 +80,44 @@ def _halted(ctx):
     return ctx.vm
 
 
+class _Dev:
+    """A well-formed device: a 4 KiB window that reads 0."""
+
+    size = 0x1000
+
+    def read(self, offset, size):
+        return 0
+
+    def write(self, offset, size, value):
+        pass
+
+
+class _NoRead:
+    """A device object without read()."""
+
+    size = 0x1000
+
+    def write(self, offset, size, value):
+        pass
+
+
+def device(*spec, name="rtc"):
+    """ctx -> create_vm("hello", devices={name: spec})."""
+    return create("hello", name="d", devices={name: spec})
+
+
+def _second_vm(ctx):
+    """The ctx host with a second 16 MiB VM 'b' beside 'hello'."""
+    ctx.host.create_vm("hello", name="b", memory_mib=16, start=False)
+    return ctx.host
+
+
+def _share_twice(ctx):
+    host = _second_vm(ctx)
+    host.share_pages("hello", RAM, "b", RAM)
+    return host.share_pages("hello", RAM + 0x1000, "b", RAM)
+
+
 ROWS = [
     # -- the host ---------------------------------------------------------------------------------------
     Row("host-memory-zero", ConfigError, "host memory_mib must be a positive integer, got 0", lambda c: Host(memory_mib=0)),
@@ -195,6 +233,29 @@ ROWS = [
     Row("memory-read-type", GuestMemoryError, "read_memory addr must be an integer, got str '0x80000000'",
         lambda c: c.vm.read_memory("0x80000000", 4)),
     Row("input-type", ConfigError, "input must be bytes or str, got int", lambda c: c.vm.send_input(5)),
+    # -- shared pages and devices of your own --------------------------------------------------------------
+    Row("share-same-vm", ConfigError, "cannot share pages of VM 'hello' with itself",
+        lambda c: c.host.share_pages("hello", RAM, "hello", RAM + 0x1000)),
+    Row("share-unknown-vm", ConfigError, "no VM named 'nope' on this host (VMs: hello)",
+        lambda c: c.host.share_pages("hello", RAM, "nope", RAM)),
+    Row("share-unaligned", ConfigError, "other_addr 0x80000010 is not 4 KiB page aligned",
+        lambda c: _second_vm(c).share_pages("hello", RAM, "b", RAM + 0x10)),
+    Row("share-outside-ram", GuestMemoryError, "1 page(s) at 0x81000000 reach outside VM 'b''s RAM",
+        lambda c: _second_vm(c).share_pages("hello", RAM, "b", RAM + (16 << 20))),
+    Row("share-pages-zero", ConfigError, "pages must be a positive integer (4 KiB pages), got 0",
+        lambda c: _second_vm(c).share_pages("hello", RAM, "b", RAM, pages=0)),
+    Row("share-already-shared", ConfigError, "page 0x80000000 of VM 'b' is already shared", _share_twice),
+    Row("unshare-private", ConfigError, "page 0x80000000 of VM 'b' is not mapped from another VM (it is private)",
+        lambda c: _second_vm(c).unshare_pages("b", RAM)),
+    Row("vm-devices-type", ConfigError, "devices must be a dict {name: (base, device)} or a list of DeviceSpec, got int",
+        create("hello", name="d", devices=42)),
+    Row("vm-device-base-unaligned", ConfigError, "device 'rtc' base address 0x101010 must be a non-negative multiple of 0x1000",
+        device(0x101010, _Dev())),
+    Row("vm-device-overlaps-ram", ConfigError, "device 'rtc' at 0x80000000-0x80001000 overlaps RAM", device(RAM, _Dev())),
+    Row("vm-device-overlaps-builtin", ConfigError, "overlaps uart0 at 0x10000000", device(0x1000_0000, _Dev())),
+    Row("vm-device-no-read", ConfigError, "device 'rtc' (_NoRead) has no read() method", device(0x101000, _NoRead())),
+    Row("vm-device-irq-range", ConfigError, "device 'rtc' irq 200 must be a PLIC source 1..95", device(0x101000, _Dev(), 200)),
+    Row("vm-device-irq-taken", ConfigError, "device 'rtc' irq 10 is already used by 'uart0'", device(0x101000, _Dev(), 10)),
     # -- the command line -----------------------------------------------------------------------------------
     Row("cli-no-image", CLI, "the following arguments are required: IMAGE_OR_NAME", ["run"]),
     Row("cli-unknown-command", CLI, "invalid choice: 'frobnicate'", ["frobnicate"]),

@@ -265,6 +265,16 @@ def test_step_runs_exactly_n_instructions(host, make_vm):
         assert vm.instructions == host.clock == total
 
 
+def test_step_time_counts_as_host_wall_time(host, make_vm):
+    """A step's wall time is the host's too, so the guest's part never exceeds it (vmm_seconds)."""
+    vm = make_vm("compute", start=True)
+    for _ in range(200):
+        host.step("compute")
+    assert vm.guest_seconds > 0
+    assert host.wall_seconds >= vm.guest_seconds
+    assert host.vmm_seconds() == pytest.approx(host.wall_seconds - (vm.guest_seconds - vm.exit_seconds))
+
+
 def test_step_keeps_a_paused_vm_paused(host, make_vm):
     """Stepping a paused VM runs it and leaves it paused."""
     vm = make_vm("compute", start=True)
@@ -370,3 +380,21 @@ def test_run_reports_all_paused_when_only_paused_vms_are_left(host, make_vm):
     vm.resume()
     assert host.run().stopped_because == "all-stopped"
     assert vm.exit_code == 0
+
+
+def test_target_shares_leave_out_vms_asleep_in_wfi():
+    """A timer guest sleeping between ticks wants no CPU: the hogs' targets are what they really get."""
+    host = Host(memory_mib=64)
+    host.set_policy("credit")
+    for name, weight in (("hog", 512), ("worker", 256)):
+        host.create_vm("compute", name=name, memory_mib=8, params={"iterations": 10**9})
+        host.configure_vm(name, weight=weight)
+    host.create_vm("timer", name="ticker", memory_mib=8, params={"interval": 1_000_000, "ticks": 1000})
+    host.run(max_insns=20_000_000)
+    assert [vm.name for vm in host.wanting_cpu()] == ["hog", "worker"]
+    last = {name: host.monitor.samples[name][-1] for name in ("hog", "worker", "ticker")}
+    assert last["hog"].target_share == pytest.approx(2 / 3)
+    assert last["hog"].cpu_share == pytest.approx(2 / 3, abs=0.01)
+    assert last["ticker"].target_share is None
+    worker = next(v for v in host.report()["vms"] if v["name"] == "worker")
+    assert worker["target_share"] == pytest.approx(1 / 3)

@@ -85,6 +85,23 @@ def test_samples_are_taken_every_interval_of_virtual_time_into_bounded_buffers()
     assert host.monitor.series("c0", "cpu_share")[-1][0] == 12_000_000
 
 
+def test_cpu_share_and_ips_cover_exactly_the_sliding_window():
+    """cpu_share is the instructions retired in the last `window` intervals over their length; ips the same per second."""
+    host = Host(memory_mib=64)
+    host.create_vm("compute", name="busy", memory_mib=16, params={"iterations": 1_000_000_000})
+    host.create_vm("timer", memory_mib=16, params={"interval": 100_000, "ticks": 1000})
+    host.run(max_insns=20_000_000)
+    window = host.monitor.window
+    samples = list(host.monitor.samples["busy"])
+    newest, start = samples[-1], samples[-1 - window]
+    assert newest.time_insns - start.time_insns == window * host.monitor.interval_insns
+    share = (newest.instructions - start.instructions) / (newest.time_insns - start.time_insns)
+    assert newest.cpu_share == pytest.approx(share, rel=1e-12)
+    assert newest.ips == pytest.approx(share * SECOND, rel=1e-12)
+    # Early on the window is what has passed since the VM was created.
+    assert samples[2].cpu_share == pytest.approx(samples[2].instructions / samples[2].time_insns, rel=1e-12)
+
+
 def test_idle_time_is_sampled_too():
     """When every VM is idle the clock jumps, but samples still land on every interval."""
     host = Host(memory_mib=64)
@@ -111,6 +128,33 @@ def test_to_dataframe_with_pandas_has_one_row_per_sample():
     host.run(max_insns=3_000_000)
     frame = host.monitor.to_dataframe()
     assert len(frame) == 9 and frame["time_s"].max() == pytest.approx(0.03)
+
+
+def test_alarm_log_to_dataframe_without_pandas_says_how_to_get_it(monkeypatch):
+    """Without pandas, the alarm log's to_dataframe raises ConfigError telling the user to install it."""
+    host = run_alarm_scenario()
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ConfigError, match="pip install pandas"):
+        host.alarms.to_dataframe()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed")
+def test_alarm_log_to_dataframe_has_one_row_per_transition_in_order():
+    """With pandas, each alarm transition is a row (AlarmEvent's fields, then time_s), oldest first."""
+    host = run_alarm_scenario()
+    frame = host.alarms.to_dataframe()
+    assert list(frame.columns) == ["time_insns", "alarm", "vm", "old", "new", "value", "action", "time_s"]
+    assert frame[["vm", "old", "new", "action"]].values.tolist() == [
+        ["c0", "green", "red", "pause"], ["c0", "red", "green", "record"]]
+    assert frame["time_insns"].tolist() == [e.time_insns for e in host.alarms.log]
+    assert frame["time_s"].iloc[0] == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed")
+def test_an_empty_alarm_log_is_an_empty_dataframe_with_the_columns():
+    """No alarm fired yet: zero rows, the same columns (so code that filters on them still runs)."""
+    frame = Host(memory_mib=16).alarms.to_dataframe()
+    assert len(frame) == 0 and "new" in frame.columns and "time_s" in frame.columns
 
 
 @pytest.mark.parametrize(

@@ -195,12 +195,14 @@ def test_bad_policy_and_parameters_are_refused_by_name():
 
 
 def test_target_shares_follow_the_policy():
-    """target_share is weight over total weight, bounded by the cap; round-robin is equal."""
+    """target_share is weight over total weight, bounded by the cap, the excess going to the others."""
     host = compute_host("credit")
     vms = list(host.vms.values())
-    host.configure_vm("c2", weight=512, cap=30)
-    assert host.policy.target_share(vms[0], vms) == pytest.approx(0.25)
+    assert host.policy.target_share(vms[0], vms) == pytest.approx(1 / 3)
+    host.configure_vm("c2", weight=512, cap=30)  # 50 % by weight, capped at 30 %: 70 % left for two
+    assert host.policy.target_share(vms[0], vms) == pytest.approx(0.35)
     assert host.policy.target_share(vms[2], vms) == pytest.approx(0.30)
+    assert host.policy.target_share(vms[2], vms[:2]) is None
     assert RoundRobin().target_share(vms[1], vms) == pytest.approx(1 / 3)
     assert isinstance(make_policy("shares"), Shares) and isinstance(make_policy("rr"), RoundRobin)
     assert isinstance(make_policy("credit"), Credit)
@@ -209,3 +211,73 @@ def test_target_shares_follow_the_policy():
 def test_the_period_is_ten_virtual_milliseconds():
     """Caps are accounted per 1,000,000 instructions (10 ms at the nominal 100 MIPS)."""
     assert PERIOD_INSNS == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("policy", "settings"),
+    [
+        ("credit", {"c0": {"weight": 1024, "cap": 25}, "c1": {"weight": 256}}),
+        ("credit", {"c0": {"cap": 10}, "c1": {"cap": 20}, "c2": {"cap": 30}}),
+        ("shares", {"c0": {"shares": "high", "limit": 20_000_000}, "c1": {"shares": "normal"},
+                    "c2": {"shares": "low", "reservation": 50_000_000}}),
+        ("shares", {"c0": {"shares": "high"}, "c2": {"shares": "low", "reservation": 10_000_000}}),
+    ],
+    ids=["cap-beats-weight", "all-capped-cpu-idles", "reservation-and-limit", "reservation-below-share"],
+)
+def test_the_target_share_is_what_the_scheduler_delivers(policy, settings):
+    """The target the panels draw (and alarms compare with) is the share each VM gets, within 1 %."""
+    host = compute_host(policy)
+    for name, params in settings.items():
+        host.configure_vm(name, **params)
+    host.run(max_insns=RUN)
+    vms = list(host.vms.values())
+    targets = {vm.name: host.policy.target_share(vm, vms) for vm in vms}
+    assert_shares(host.cpu_shares(), targets)
+    assert sum(targets.values()) <= 1 + 1e-9
+
+
+def test_reservations_that_fill_the_cpu_decide_the_targets_whatever_the_shares():
+    """Reservations of 30 % and 70 % take the whole CPU: shares no longer matter."""
+    host = compute_host("shares", n=2)
+    host.configure_vm("c0", reservation=30_000_000, shares="high")
+    host.configure_vm("c1", reservation=70_000_000, shares="low")
+    vms = list(host.vms.values())
+    assert host.policy.target_share(vms[0], vms) == pytest.approx(0.3)
+    assert host.policy.target_share(vms[1], vms) == pytest.approx(0.7)
+
+
+def test_a_rejected_configure_changes_nothing():
+    """configure() checks every parameter before applying any: a bad cap leaves the weight alone."""
+    credit = Credit()
+    credit.configure("a", weight=512)
+    with pytest.raises(ConfigError, match="cap"):
+        credit.configure("a", weight=1024, cap=101)
+    assert credit.params("a") == {"weight": 512, "cap": 0}
+    shares = Shares()
+    shares.configure("a", limit=50_000_000)
+    with pytest.raises(ConfigError, match="exceeds its limit"):
+        shares.configure("a", reservation=60_000_000, shares="high")
+    assert shares.params("a") == {"shares": 1000, "reservation": 0, "limit": 50_000_000}
+
+
+def test_reservations_are_admitted_only_while_they_fit_in_the_cpu():
+    """Admission control: the sum of reservations never exceeds one CPU; the error says what is left."""
+    shares = Shares()
+    shares.configure("a", reservation=70_000_000)
+    with pytest.raises(ConfigError, match="at most 30000000 is left"):
+        shares.configure("b", reservation=60_000_000)
+    assert shares.params("b")["reservation"] == 0
+    shares.configure("b", reservation=30_000_000)
+    shares.configure("a", reservation=60_000_000)  # lowering one's own reservation is fine
+
+
+def test_destroying_a_vm_makes_the_policy_forget_it(host, make_vm):
+    """A new VM with a destroyed VM's name does not inherit its weight or reservation."""
+    host.set_policy("shares")
+    make_vm("compute", name="a")
+    host.configure_vm("a", reservation=80_000_000)
+    host.destroy_vm("a")
+    make_vm("compute", name="a")
+    assert host.policy.params("a")["reservation"] == 0
+    make_vm("compute", name="b")
+    host.configure_vm("b", reservation=80_000_000)  # a's old reservation no longer counts

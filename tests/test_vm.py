@@ -296,6 +296,29 @@ def test_ebreak_traps_to_the_guest_handler_with_cause_3(host, raw_image, rv):
     assert vm.exits["breakpoint"] == 1
 
 
+def test_ebreak_at_a_virtual_pc_under_sv39_traps_with_cause_3(host, raw_image, rv):
+    """Under paging the ebreak is found through the page tables: virtual 0x200 is physical RAM + 0x200."""
+    def at(words, offset):  # pad with nops up to a byte offset
+        return words + [rv.NOP] * ((offset - 4 * len(words)) // 4)
+
+    mret = 0x3020_0073
+    words = [rv.auipc(5, 0), rv.addi(5, 5, 0x100), rv.csr_op(1, 0, 0x305, 5)]  # mtvec = RAM + 0x100
+    words += [rv.auipc(7, 0), rv.ld(7, 7, 0x300 - 0xC), rv.csr_op(1, 0, 0x180, 7)]  # satp = Sv39, root at RAM + 0x1000
+    words += [rv.lui(29, 1), rv.addi(29, 29, -0x800), rv.csr_op(1, 0, 0x300, 29)]  # mstatus.MPP = S
+    words += [rv.addi(30, 0, 0x200), rv.csr_op(1, 0, 0x341, 30), mret]  # mret to S-mode at virtual 0x200
+    words = at(words, 0x100) + [rv.lui(5, 0x100), *rv.li32(6, 0x5555), rv.sw(6, 5, 0)]  # handler: power off
+    words = at(words, 0x200) + [rv.EBREAK]
+    satp = (8 << 60) | (0x8000_1000 >> 12)
+    words = at(words, 0x300) + [satp & 0xFFFF_FFFF, satp >> 32]
+    gigapage = (0x8000_0000 >> 12 << 10) | 0xCF  # V R W X A D: virtual 0 -> physical 0x8000_0000
+    words = at(words, 0x1000) + [gigapage, 0, 0, 0, gigapage, 0]  # entries 0 and 2 (identity)
+    vm = host.create_vm(raw_image(*words), memory_mib=1)
+    host.run(max_insns=10_000)
+    assert vm.state == VMState.HALTED and vm.exit_code == 0, vm.report()
+    assert (vm.reg("mcause"), vm.reg("mepc")) == (3, 0x200)
+    assert vm.exits["breakpoint"] == 1
+
+
 def test_dirty_pages_are_the_pages_written_since_the_last_epoch(host):
     """dirty_pages(): first every non-zero page, then only what the guest wrote since."""
     vm = host.create_vm("memtest", memory_mib=16)
