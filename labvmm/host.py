@@ -103,6 +103,7 @@ class Host:
         self._next_sample = self.monitor.next_boundary(0)
         self._next_id = 1
         self.wall_seconds = 0.0
+        self._gone_guest_seconds = 0.0  # guest time of destroyed VMs, still part of wall_seconds
         self.isolation_log = IsolationLog()  # every VM's isolation events (labvmm.isolation)
 
     # -- VMs --------------------------------------------------------------------------
@@ -205,6 +206,7 @@ class Host:
         """
         vm = self.vm(name)
         frames = self.pool.release(vm.id)
+        self._gone_guest_seconds += vm.guest_seconds - vm.exit_seconds
         vm._destroyed()
         del self.vms[name]
         self.monitor.forget(name)
@@ -660,7 +662,7 @@ class Host:
 
     def vmm_seconds(self) -> float:
         """Wall time the host spent outside guest code: scheduling, devices, hypercalls (all runs)."""
-        in_guest = sum(vm.guest_seconds - vm.exit_seconds for vm in self.vms.values())
+        in_guest = self._gone_guest_seconds + sum(vm.guest_seconds - vm.exit_seconds for vm in self.vms.values())
         return max(self.wall_seconds - in_guest, 0.0)
 
     def __repr__(self) -> str:

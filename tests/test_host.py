@@ -398,3 +398,14 @@ def test_target_shares_leave_out_vms_asleep_in_wfi():
     assert last["ticker"].target_share is None
     worker = next(v for v in host.report()["vms"] if v["name"] == "worker")
     assert worker["target_share"] == pytest.approx(1 / 3)
+
+
+def test_destroying_a_vm_does_not_move_its_guest_time_into_the_vmm():
+    """vmm_seconds() is the same just before and just after a VM that ran is destroyed."""
+    host = Host(memory_mib=64)
+    host.create_vm("compute", memory_mib=8, params={"iterations": 100_000})
+    host.create_vm("hello", memory_mib=8)
+    host.run()
+    before = host.vmm_seconds()
+    host.destroy_vm("compute")
+    assert host.vmm_seconds() == pytest.approx(before, abs=1e-9)

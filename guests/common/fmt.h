@@ -16,4 +16,19 @@ char *fmt_dec(char buf[FMT_BUF_SIZE], uint64_t v);
    digits (1..16); returns a pointer into buf. */
 char *fmt_hex(char buf[FMT_BUF_SIZE], uint64_t v, unsigned min_digits);
 
+/* Print v through a console's puts, in decimal or as fmt_hex does: every
+   console's put_dec and put_hex. Inline, so the call through `puts` is a
+   direct call to the console's own function. */
+static inline void fmt_put_dec(void (*puts)(const char *), uint64_t v)
+{
+    char buf[FMT_BUF_SIZE];
+    puts(fmt_dec(buf, v));
+}
+
+static inline void fmt_put_hex(void (*puts)(const char *), uint64_t v, unsigned min_digits)
+{
+    char buf[FMT_BUF_SIZE];
+    puts(fmt_hex(buf, v, min_digits));
+}
+
 #endif

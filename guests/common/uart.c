@@ -18,14 +18,6 @@ void uart_puts(const char *s)
         uart_putc(*s++);
 }
 
-void uart_put_dec(uint64_t v)
-{
-    char buf[FMT_BUF_SIZE];
-    uart_puts(fmt_dec(buf, v));
-}
+void uart_put_dec(uint64_t v) { fmt_put_dec(uart_puts, v); }
 
-void uart_put_hex(uint64_t v, unsigned min_digits)
-{
-    char buf[FMT_BUF_SIZE];
-    uart_puts(fmt_hex(buf, v, min_digits));
-}
+void uart_put_hex(uint64_t v, unsigned min_digits) { fmt_put_hex(uart_puts, v, min_digits); }

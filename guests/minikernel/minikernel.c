@@ -18,77 +18,21 @@
    the firmware has no DBCN); the kernel shuts the machine down with SRST. */
 #include <stdint.h>
 #include "csr.h"
-#include "fmt.h"
+#include "sbi.h"
+#include "syscall.h"
+#include "trapframe.h"
 
 /* Guest parameters: patched by labvmm's ELF loader through the symbol table. */
 volatile uint64_t labvmm_param_slice = 10000;  /* time ticks per time slice (1 ms) */
 volatile uint64_t labvmm_param_primes = 20000; /* the primes process counts primes below this */
 
-/* ---- SBI (SBI spec v2.0: Base ch. 4, legacy ch. 5, TIME ch. 6, SRST ch. 10, DBCN ch. 12) ---- */
-#define SBI_EXT_LEGACY_PUTCHAR 0x01
-#define SBI_EXT_BASE 0x10
-#define SBI_EXT_TIME 0x54494D45
-#define SBI_EXT_SRST 0x53525354
-#define SBI_EXT_DBCN 0x4442434E
-#define SBI_BASE_PROBE_EXTENSION 3
-
-struct sbiret {
-    int64_t error;
-    int64_t value;
-};
-
-static struct sbiret sbi_call(uint64_t eid, uint64_t fid, uint64_t arg0, uint64_t arg1, uint64_t arg2)
-{
-    register uint64_t a0 __asm__("a0") = arg0;
-    register uint64_t a1 __asm__("a1") = arg1;
-    register uint64_t a2 __asm__("a2") = arg2;
-    register uint64_t a6 __asm__("a6") = fid;
-    register uint64_t a7 __asm__("a7") = eid;
-    __asm__ volatile("ecall" : "+r"(a0), "+r"(a1) : "r"(a2), "r"(a6), "r"(a7) : "memory");
-    return (struct sbiret){.error = (int64_t)a0, .value = (int64_t)a1};
-}
-
-static int have_dbcn;
-
-/* The kernel's console. Kernel addresses are identity mapped, so a kernel
+/* The console is sbi.h's. Kernel addresses are identity mapped, so a kernel
    buffer's virtual address is the physical address DBCN wants. */
-static void kwrite(const char *s, uint64_t len)
-{
-    while (have_dbcn && len > 0) {
-        struct sbiret r = sbi_call(SBI_EXT_DBCN, 0, len, (uint64_t)(uintptr_t)s, 0);
-        if (r.error != 0)
-            break;
-        s += r.value;
-        len -= (uint64_t)r.value;
-    }
-    while (len-- > 0)
-        sbi_call(SBI_EXT_LEGACY_PUTCHAR, 0, (uint8_t)*s++, 0, 0);
-}
-
-static uint64_t str_len(const char *s)
-{
-    uint64_t n = 0;
-    while (s[n])
-        n++;
-    return n;
-}
-
-static void kputs(const char *s) { kwrite(s, str_len(s)); }
-static void kdec(uint64_t v)
-{
-    char buf[FMT_BUF_SIZE];
-    kputs(fmt_dec(buf, v));
-}
-static void khex(uint64_t v)
-{
-    char buf[FMT_BUF_SIZE];
-    kputs(fmt_hex(buf, v, 1));
-}
 
 static __attribute__((noreturn)) void shutdown(void)
 {
     sbi_call(SBI_EXT_SRST, 0, 0, 0, 0); /* type 0 shutdown, reason 0 */
-    kputs("[minikernel] SRST failed; halting\n");
+    sbi_puts("[minikernel] SRST failed; halting\n");
     for (;;)
         wfi();
 }
@@ -178,15 +122,6 @@ static uint64_t user_pa(uint64_t *root, uint64_t va, int write)
 }
 
 /* ---- processes ---- */
-struct context {
-    uint64_t x[31]; /* x1..x31 */
-    uint64_t pc;
-};
-#define REG_SP 1
-#define REG_A0 9
-#define REG_A1 10
-#define REG_A7 16
-
 enum pstate { RUNNABLE, EXITED, KILLED };
 
 struct proc {
@@ -204,22 +139,9 @@ static struct proc procs[NPROC];
 static struct proc *current;
 static uint64_t user_code_end; /* the code window maps [_start, user_code_end) */
 
-#define SYS_WRITE 64
-#define SYS_EXIT 93
-#define SYS_GETPID 172
-#define EFAULT 14
-#define ENOSYS 38
+#define SYS_GETPID 172 /* beside write and exit (syscall.h) */
 
 /* ---- user programs: everything in this section runs in U-mode ---- */
-
-static int64_t syscall3(uint64_t n, uint64_t a0, uint64_t a1)
-{
-    register uint64_t r0 __asm__("a0") = a0;
-    register uint64_t r1 __asm__("a1") = a1;
-    register uint64_t r7 __asm__("a7") = n;
-    __asm__ volatile("ecall" : "+r"(r0) : "r"(r1), "r"(r7) : "memory");
-    return (int64_t)r0;
-}
 
 /* A line is built on the process's stack and written with one system call,
    so a preemption can never split it. */
@@ -343,33 +265,33 @@ static struct context *run(struct proc *p)
 /* "[minikernel] pid N (name)" */
 static void put_pid(const struct proc *p)
 {
-    kputs("[minikernel] pid ");
-    kdec(p->pid);
-    kputs(" (");
-    kputs(p->name);
-    kputs(")");
+    sbi_puts("[minikernel] pid ");
+    sbi_put_dec(p->pid);
+    sbi_puts(" (");
+    sbi_puts(p->name);
+    sbi_puts(")");
 }
 
 static __attribute__((noreturn)) void finish(void)
 {
-    kputs("[minikernel] all processes finished, ");
-    kdec(frames_used);
-    kputs(" frames used\n");
+    sbi_puts("[minikernel] all processes finished, ");
+    sbi_put_dec(frames_used);
+    sbi_puts(" frames used\n");
     for (int i = 0; i < NPROC; i++) {
         struct proc *p = &procs[i];
         put_pid(p);
-        kputs(p->state == EXITED ? ": exited with code " : ": killed");
+        sbi_puts(p->state == EXITED ? ": exited with code " : ": killed");
         if (p->state == EXITED)
-            kdec((uint64_t)p->exit_code);
-        kputs(", ");
-        kdec(p->syscalls);
-        kputs(" system calls, ");
-        kdec(p->heap_pages);
-        kputs(" heap pages, preempted ");
-        kdec(p->preemptions);
-        kputs(" times\n");
+            sbi_put_dec((uint64_t)p->exit_code);
+        sbi_puts(", ");
+        sbi_put_dec(p->syscalls);
+        sbi_puts(" system calls, ");
+        sbi_put_dec(p->heap_pages);
+        sbi_puts(" heap pages, preempted ");
+        sbi_put_dec(p->preemptions);
+        sbi_puts(" times\n");
     }
-    kputs("[minikernel] shutting down via SBI SRST\n");
+    sbi_puts("[minikernel] shutting down via SBI SRST\n");
     shutdown();
 }
 
@@ -381,13 +303,13 @@ static struct context *schedule(void)
         struct proc *p = &procs[(start + i) % NPROC];
         if (p->state == RUNNABLE) {
             if (p != current) {
-                kputs("[minikernel] switch to pid ");
-                kdec(p->pid);
-                kputs(" (");
-                kputs(p->name);
-                kputs("), satp ");
-                khex(SATP_SV39 | ((uint64_t)(uintptr_t)p->root >> 12));
-                kputs("\n");
+                sbi_puts("[minikernel] switch to pid ");
+                sbi_put_dec(p->pid);
+                sbi_puts(" (");
+                sbi_puts(p->name);
+                sbi_puts("), satp ");
+                sbi_put_hex(SATP_SV39 | ((uint64_t)(uintptr_t)p->root >> 12), 1);
+                sbi_puts("\n");
             }
             return run(p);
         }
@@ -398,13 +320,13 @@ static struct context *schedule(void)
 static struct context *kill(struct proc *p, const char *why, uint64_t stval)
 {
     put_pid(p);
-    kputs(" killed: ");
-    kputs(why);
-    kputs(" at ");
-    khex(stval);
-    kputs(", pc ");
-    khex(p->ctx.pc);
-    kputs("\n");
+    sbi_puts(" killed: ");
+    sbi_puts(why);
+    sbi_puts(" at ");
+    sbi_put_hex(stval, 1);
+    sbi_puts(", pc ");
+    sbi_put_hex(p->ctx.pc, 1);
+    sbi_puts("\n");
     p->state = KILLED;
     return schedule();
 }
@@ -430,7 +352,7 @@ static struct context *do_syscall(struct proc *p)
                 }
                 buf[n] = *(const char *)(uintptr_t)pa;
             }
-            kwrite(buf, n);
+            sbi_write(buf, n);
             done += n;
         }
         x[REG_A0] = a1;
@@ -442,9 +364,9 @@ static struct context *do_syscall(struct proc *p)
         p->state = EXITED;
         p->exit_code = (int64_t)a0;
         put_pid(p);
-        kputs(" exited with code ");
-        kdec(a0);
-        kputs("\n");
+        sbi_puts(" exited with code ");
+        sbi_put_dec(a0);
+        sbi_puts("\n");
         return schedule();
     default:
         x[REG_A0] = (uint64_t)-ENOSYS;
@@ -468,13 +390,13 @@ static struct context *page_fault(struct proc *p, uint64_t cause, uint64_t stval
     __asm__ volatile("sfence.vma %0, zero" : : "r"(page) : "memory");
     p->heap_pages++;
     put_pid(p);
-    kputs(": ");
-    kputs(what);
-    kputs(" at ");
-    khex(stval);
-    kputs(", mapped zeroed frame ");
-    khex((uint64_t)(uintptr_t)frame);
-    kputs("\n");
+    sbi_puts(": ");
+    sbi_puts(what);
+    sbi_puts(" at ");
+    sbi_put_hex(stval, 1);
+    sbi_puts(", mapped zeroed frame ");
+    sbi_put_hex((uint64_t)(uintptr_t)frame, 1);
+    sbi_puts("\n");
     return &p->ctx; /* sepc is the faulting instruction: it runs again */
 }
 
@@ -483,11 +405,11 @@ struct context *mk_trap(struct context *ctx)
     struct proc *p = (struct proc *)ctx;
     uint64_t cause = csr_read(scause), stval = csr_read(stval);
     if (csr_read(sstatus) & SSTATUS_SPP) {
-        kputs("[minikernel] panic: trap from S-mode, scause ");
-        khex(cause);
-        kputs(" sepc ");
-        khex(csr_read(sepc));
-        kputs("\n");
+        sbi_puts("[minikernel] panic: trap from S-mode, scause ");
+        sbi_put_hex(cause, 1);
+        sbi_puts(" sepc ");
+        sbi_put_hex(csr_read(sepc), 1);
+        sbi_puts("\n");
         shutdown();
     }
     if (cause == CAUSE_S_TIMER) {
@@ -510,7 +432,7 @@ static void proc_init(int i, const char *name, void (*entry)(uint64_t), uint64_t
     p->root = alloc_frame();
     uint64_t *stack = alloc_frame();
     if (!p->root || !stack) {
-        kputs("[minikernel] out of memory\n");
+        sbi_puts("[minikernel] out of memory\n");
         shutdown();
     }
     p->root[VPN(KERNEL_BASE, 2)] = kernel_root[VPN(KERNEL_BASE, 2)]; /* the kernel, in every space */
@@ -524,23 +446,23 @@ static void proc_init(int i, const char *name, void (*entry)(uint64_t), uint64_t
     p->ctx.x[REG_SP] = USER_STACK_TOP;
     p->ctx.x[REG_A0] = arg;
     put_pid(p);
-    kputs(": page table at ");
-    khex((uint64_t)(uintptr_t)p->root);
-    kputs(", entry ");
-    khex(p->ctx.pc);
-    kputs("\n");
+    sbi_puts(": page table at ");
+    sbi_put_hex((uint64_t)(uintptr_t)p->root, 1);
+    sbi_puts(", entry ");
+    sbi_put_hex(p->ctx.pc, 1);
+    sbi_puts("\n");
 }
 
 extern __attribute__((noreturn)) void mk_resume(struct context *ctx);
 
 int main(uint64_t hartid, uint64_t dtb)
 {
-    have_dbcn = sbi_call(SBI_EXT_BASE, SBI_BASE_PROBE_EXTENSION, SBI_EXT_DBCN, 0, 0).value != 0;
-    kputs("[minikernel] S-mode kernel on hart ");
-    kdec(hartid);
-    kputs(", console via SBI ");
-    kputs(have_dbcn ? "DBCN" : "legacy putchar");
-    kputs("\n");
+    sbi_console_init();
+    sbi_puts("[minikernel] S-mode kernel on hart ");
+    sbi_put_dec(hartid);
+    sbi_puts(", console via SBI ");
+    sbi_puts(sbi_have_dbcn ? "DBCN" : "legacy putchar");
+    sbi_puts("\n");
 
     /* Free frames: the 1 MiB after the end of the image, or up to the device
        tree if that comes sooner (the firmware put it in RAM too). */
@@ -554,9 +476,9 @@ int main(uint64_t hartid, uint64_t dtb)
     kernel_root[VPN(KERNEL_BASE, 2)] = ((KERNEL_BASE >> 12) << 10) | PTE_R | PTE_W | PTE_X | PTE_G | PTE_A | PTE_D | PTE_V;
     csr_write(satp, SATP_SV39 | ((uint64_t)(uintptr_t)kernel_root >> 12));
     __asm__ volatile("sfence.vma zero, zero" : : : "memory");
-    kputs("[minikernel] Sv39 paging on, satp ");
-    khex(csr_read(satp));
-    kputs("\n");
+    sbi_puts("[minikernel] Sv39 paging on, satp ");
+    sbi_put_hex(csr_read(satp), 1);
+    sbi_puts("\n");
 
     proc_init(0, "heap", prog_heap, 0, kernel_root);
     proc_init(1, "primes", prog_primes, labvmm_param_primes, kernel_root);

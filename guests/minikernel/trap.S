@@ -8,88 +8,9 @@
    Traps only come from U-mode: the kernel runs with sstatus.SIE clear and
    never faults, so this code is never re-entered (priv spec v1.12, 4.1.1). */
 
-    .equ FRAME_PC, 31 * 8
+#include "trapframe.h"
 
-    .section .text, "ax"
-    .globl mk_trap_entry
-    .balign 4                   /* direct-mode stvec needs a 4-byte aligned base (4.1.2) */
-mk_trap_entry:
-    csrrw   sp, sscratch, sp    /* sp = frame, sscratch = the interrupted sp */
-    sd      x1, 0*8(sp)
-    sd      x3, 2*8(sp)
-    sd      x4, 3*8(sp)
-    sd      x5, 4*8(sp)
-    sd      x6, 5*8(sp)
-    sd      x7, 6*8(sp)
-    sd      x8, 7*8(sp)
-    sd      x9, 8*8(sp)
-    sd      x10, 9*8(sp)
-    sd      x11, 10*8(sp)
-    sd      x12, 11*8(sp)
-    sd      x13, 12*8(sp)
-    sd      x14, 13*8(sp)
-    sd      x15, 14*8(sp)
-    sd      x16, 15*8(sp)
-    sd      x17, 16*8(sp)
-    sd      x18, 17*8(sp)
-    sd      x19, 18*8(sp)
-    sd      x20, 19*8(sp)
-    sd      x21, 20*8(sp)
-    sd      x22, 21*8(sp)
-    sd      x23, 22*8(sp)
-    sd      x24, 23*8(sp)
-    sd      x25, 24*8(sp)
-    sd      x26, 25*8(sp)
-    sd      x27, 26*8(sp)
-    sd      x28, 27*8(sp)
-    sd      x29, 28*8(sp)
-    sd      x30, 29*8(sp)
-    sd      x31, 30*8(sp)
-    csrr    t0, sscratch        /* the interrupted sp (x2) */
-    sd      t0, 1*8(sp)
-    csrr    t0, sepc
-    sd      t0, FRAME_PC(sp)
-
-    mv      a0, sp              /* mk_trap(frame) runs on the kernel's own stack */
-    la      sp, __stack_top
-    call    mk_trap           /* returns the frame to resume, satp already switched */
-
-    /* mk_resume(frame): also how the kernel starts its first process. */
-    .globl mk_resume
-mk_resume:
-    csrw    sscratch, a0
-    ld      t0, FRAME_PC(a0)
-    csrw    sepc, t0
-    mv      sp, a0
-    ld      x1, 0*8(sp)
-    ld      x3, 2*8(sp)
-    ld      x4, 3*8(sp)
-    ld      x5, 4*8(sp)
-    ld      x6, 5*8(sp)
-    ld      x7, 6*8(sp)
-    ld      x8, 7*8(sp)
-    ld      x9, 8*8(sp)
-    ld      x10, 9*8(sp)
-    ld      x11, 10*8(sp)
-    ld      x12, 11*8(sp)
-    ld      x13, 12*8(sp)
-    ld      x14, 13*8(sp)
-    ld      x15, 14*8(sp)
-    ld      x16, 15*8(sp)
-    ld      x17, 16*8(sp)
-    ld      x18, 17*8(sp)
-    ld      x19, 18*8(sp)
-    ld      x20, 19*8(sp)
-    ld      x21, 20*8(sp)
-    ld      x22, 21*8(sp)
-    ld      x23, 22*8(sp)
-    ld      x24, 23*8(sp)
-    ld      x25, 24*8(sp)
-    ld      x26, 25*8(sp)
-    ld      x27, 26*8(sp)
-    ld      x28, 27*8(sp)
-    ld      x29, 28*8(sp)
-    ld      x30, 29*8(sp)
-    ld      x31, 30*8(sp)
-    ld      sp, 1*8(sp)         /* last: sp was the frame pointer until now */
-    sret
+/* mk_trap_entry saves the frame and calls mk_trap(frame), which returns the
+   frame to resume with satp already switched; mk_resume(frame) restores it
+   and srets, and is also how the kernel starts its first process. */
+    TRAP_VECTOR mk_trap_entry, mk_trap, mk_resume, sscratch, sepc, sret

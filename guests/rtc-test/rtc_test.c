@@ -17,6 +17,7 @@
 #include "fmt.h"
 #include "mmio.h"
 #include "plic.h"
+#include "sbi.h"
 
 volatile uint64_t labvmm_param_spin = 10000;       /* loop rounds between the two reads */
 volatile uint64_t labvmm_param_alarm_ns = 2000000; /* alarm this far after the second read (2 ms) */
@@ -32,46 +33,28 @@ volatile uint64_t labvmm_param_alarm_ns = 2000000; /* alarm this far after the s
 #define SIE_SEIE (1ull << 9) /* supervisor external interrupt (priv spec 4.1.3) */
 #define CAUSE_S_EXTERNAL (CAUSE_INTERRUPT | 9)
 
-/* ---- SBI (spec v2.0): DBCN console (ch. 12) and SRST shutdown (ch. 10) ---- */
-static int64_t sbi_call(uint64_t eid, uint64_t fid, uint64_t arg0, uint64_t arg1, uint64_t arg2)
-{
-    register uint64_t a0 __asm__("a0") = arg0;
-    register uint64_t a1 __asm__("a1") = arg1;
-    register uint64_t a2 __asm__("a2") = arg2;
-    register uint64_t a6 __asm__("a6") = fid;
-    register uint64_t a7 __asm__("a7") = eid;
-    __asm__ volatile("ecall" : "+r"(a0), "+r"(a1) : "r"(a2), "r"(a6), "r"(a7) : "memory");
-    return (int64_t)a0;
-}
-
+/* ---- SBI (sbi.h): DBCN console (ch. 12) and SRST shutdown (ch. 10) ----
+   Not sbi.h's console, which probes for DBCN first: this one just tries a
+   DBCN write (12.1) of the whole string, and when it fails (firmware older
+   than SBI 2.0, like QEMU's OpenSBI 1.0, has no DBCN) sends it through the
+   legacy console putchar (5.2), one call per byte. */
 static void con_puts(const char *s)
 {
     uint64_t len = 0;
     while (s[len])
         len++;
-    /* DBCN write (12.1); firmware older than SBI 2.0 (QEMU's OpenSBI 1.0) has no DBCN:
-       then the legacy console putchar (EID 0x01, 5.2), one call per byte. */
-    if (sbi_call(0x4442434E, 0, len, (uint64_t)(uintptr_t)s, 0) == 0)
+    if (sbi_call(SBI_EXT_DBCN, 0, len, (uint64_t)(uintptr_t)s, 0).error == SBI_SUCCESS)
         return;
     while (*s)
-        sbi_call(0x01, 0, (uint8_t)*s++, 0, 0);
+        sbi_legacy_putchar(*s++);
 }
 
-static void con_dec(uint64_t v)
-{
-    char buf[FMT_BUF_SIZE];
-    con_puts(fmt_dec(buf, v));
-}
-
-static void con_hex(uint64_t v)
-{
-    char buf[FMT_BUF_SIZE];
-    con_puts(fmt_hex(buf, v, 1));
-}
+static void con_dec(uint64_t v) { fmt_put_dec(con_puts, v); }
+static void con_hex(uint64_t v) { fmt_put_hex(con_puts, v, 1); }
 
 static __attribute__((noreturn)) void shutdown(uint64_t failure)
 {
-    sbi_call(0x53525354, 0, 0, failure, 0); /* SRST system_reset(shutdown, reason) */
+    sbi_call(SBI_EXT_SRST, 0, 0, failure, 0); /* SRST system_reset(shutdown, reason) */
     for (;;)
         wfi();
 }

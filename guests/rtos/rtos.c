@@ -20,6 +20,8 @@
 #include "csr.h"
 #include "finisher.h"
 #include "fmt.h"
+#include "syscall.h"
+#include "trapframe.h" /* struct context: what trap.S saves and restores */
 #include "uart.h"
 
 /* Guest parameters: patched by labvmm's ELF loader through the symbol table. */
@@ -27,13 +29,9 @@ volatile uint64_t labvmm_param_rounds = 3;        /* lines each printing task pr
 volatile uint64_t labvmm_param_interval = 100000; /* mtime ticks per kernel tick (10 ms) */
 volatile uint64_t labvmm_param_attack = 1;        /* rogue: 1 store to the kernel, 2 load from ping's stack */
 
-/* System call numbers (a7), borrowed from Linux's RISC-V table where one fits. */
-#define SYS_WRITE 64  /* write(buf, len) -> bytes written or -EFAULT */
-#define SYS_EXIT 93   /* exit(code), does not return */
+/* rtos's own system calls, beside write and exit (syscall.h). */
 #define SYS_SLEEP 101 /* sleep(ticks): wake after that many timer ticks */
 #define SYS_YIELD 124 /* yield(): let the next ready task run */
-#define EFAULT 14
-#define ENOSYS 38
 
 /* mstatus (3.1.6.1): the privilege mret returns to, and the MIE it restores. */
 #define MSTATUS_MPP (3ull << 11)
@@ -53,17 +51,6 @@ volatile uint64_t labvmm_param_attack = 1;        /* rogue: 1 store to the kerne
 #define STACK_BYTES 4096
 
 enum state { READY, SLEEPING, EXITED, KILLED };
-
-/* The registers of a stopped context: x1..x31 then the pc. trap.S saves
-   and restores exactly this layout (x[n - 1] is register xn). */
-struct context {
-    uint64_t x[31];
-    uint64_t pc;
-};
-#define REG_SP 1  /* x2 */
-#define REG_A0 9  /* x10 */
-#define REG_A1 10 /* x11 */
-#define REG_A7 16 /* x17 */
 
 struct task {
     struct context ctx; /* first: mscratch points here while the task runs */
@@ -94,15 +81,6 @@ static uint8_t idle_stack[256] __attribute__((aligned(16)));
 
 /* ---------------------------------------------------------------- user side */
 /* Everything from here to "kernel side" runs in U-mode. */
-
-static int64_t syscall3(uint64_t n, uint64_t a0, uint64_t a1)
-{
-    register uint64_t r0 __asm__("a0") = a0;
-    register uint64_t r1 __asm__("a1") = a1;
-    register uint64_t r7 __asm__("a7") = n;
-    __asm__ volatile("ecall" : "+r"(r0) : "r"(r1), "r"(r7) : "memory");
-    return (int64_t)r0;
-}
 
 static uint64_t str_len(const char *s)
 {
