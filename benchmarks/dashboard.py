@@ -5,7 +5,7 @@
 Both sides run the same work: `--vms` CPU-bound `compute` guests to completion on a fresh
 host. Headless, `host.run()` runs them in this thread. Dashboard, `Dashboard(host).start(live=True)`
 runs them in the Runner's background thread (chunks of virtual time, snapshots between
-chunks) while the refresh loop redraws every panel at 30 Hz in another thread; the widgets'
+chunks) while the refresh loop redraws the panels in another thread (as the Dashboard does); the widgets'
 comm serialises each message to JSON as a kernel would, and drops it (no browser). The two
 sides alternate, `--rounds` times each, in one process, so they share the machine's state;
 the ratio is headless wall time over dashboard wall time for the same guest instructions
@@ -73,7 +73,7 @@ def headless(vms: int, iterations: int) -> tuple[float, int]:
 
 
 def with_dashboard(vms: int, iterations: int) -> tuple[float, int, int]:
-    """(wall seconds, guest instructions, redraws) with the Runner and a 30 Hz refresh loop."""
+    """(wall seconds, guest instructions, redraws) with the Runner and the Dashboard's refresh loop."""
     from labvmm.widgets import Dashboard
 
     host = make_host(vms, iterations)

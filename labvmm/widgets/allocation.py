@@ -42,16 +42,22 @@ class AllocationPanel(Panel):
         self.sliders: dict[tuple[str, str], widgets.IntSlider] = {}  # (vm, parameter) -> slider
         self._slider_key: tuple = ()
         self._syncing = False
+        # (vm, parameter) -> snapshot version from which a value set on a slider shows;
+        # older snapshots must not move that slider back (float("inf") until applied).
+        self._moved: dict[tuple[str, str], float] = {}
         super().__init__(source, [self.legend, self.chart, self.memory, self.sliders_box])
 
     # -- sliders -------------------------------------------------------------------------
     def set_parameter(self, vm_name: str, parameter: str, value: int):
         """Configure a VM's scheduling parameter between chunks (what a slider does); returns a Future."""
-        return self.source.submit(lambda: self.host.configure_vm(vm_name, **{parameter: value}))
+        return self.act(lambda: self.host.configure_vm(vm_name, **{parameter: value}))
 
     def _slider_changed(self, change, vm_name: str, parameter: str) -> None:
         if not self._syncing:
-            self.set_parameter(vm_name, parameter, change["new"])
+            key = (vm_name, parameter)
+            self._moved[key] = float("inf")
+            future = self.set_parameter(vm_name, parameter, change["new"])
+            future.add_done_callback(lambda _: self._moved.__setitem__(key, self.source.version))
 
     def _build_sliders(self, snap) -> None:
         key = (snap.policy, tuple(snap.vms))
@@ -84,6 +90,10 @@ class AllocationPanel(Panel):
         self._syncing = True
         try:
             for (name, parameter), slider in self.sliders.items():
+                if (name, parameter) in self._moved:
+                    if snap.version < self._moved[(name, parameter)]:
+                        continue  # the user's value is not applied yet: this snapshot is older
+                    del self._moved[(name, parameter)]
                 view = snap.vms.get(name)
                 value = view.scheduling.get(parameter) if view else None
                 if isinstance(value, int) and slider.min <= value <= slider.max and slider.value != value:

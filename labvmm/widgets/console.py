@@ -46,12 +46,12 @@ class ConsolePanel(Panel):
         """Show another VM's console."""
         if vm_name != self.vm_name:
             self.vm_name = vm_name
-            self._pending = True
+            self.urge()
 
     def send(self, text: str):
         """Queue `text` for the VM's UART (between chunks); returns a Future."""
         name = self.vm_name
-        return self.source.submit(lambda: self.source.vm(name).send_input(text))
+        return self.act(lambda: self.source.vm(name).send_input(text))
 
     def _entered(self, change) -> None:
         if change["new"]:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 import weakref
 
 import ipywidgets as widgets
 
+from ..errors import ConfigError
 from .allocation import AllocationPanel
 from .charts import draw_memory, draw_shares, draw_timeline, figure_png, ownership_raster, png_bytes
 from .console import ConsolePanel
@@ -33,13 +35,32 @@ from .timeline import TimelinePanel
 from .vms import VMsPanel
 
 log = logging.getLogger(__name__)
+#: Seconds between two full redraws of the panels (10 a second) by default: every redraw
+#: costs the browser a layout and a paint, and with the guests on the same CPUs that is guest
+#: time (benchmarks/browser.py measures it). The VMs panel's status line (virtual time, guest
+#: instructions per second) follows every tick of the refresh loop.
+SLOW_INTERVAL = 0.2
 _LIVE: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
+_AT_EXIT = []  # [True] once _stop_all is registered
 
 
-@atexit.register
-def _stop_all() -> None:  # an exiting kernel must not leave a thread inside emu_start
+def _stop_all() -> None:
+    """At exit: end every dashboard's threads, touching no VM (an exiting kernel must not leave a thread in emu_start)."""
     for dash in list(_LIVE):
-        dash.stop(timeout=1.0)
+        dash.refresher.stop(timeout=1.0)
+        dash.runner.stop(timeout=1.0, publish=False)
+
+
+def _stop_all_at_exit() -> None:
+    """Register _stop_all once, after the first VM exists.
+
+    atexit runs its callbacks newest first. Unicorn releases every CPU at exit from a
+    callback registered with its first instance (weakref.finalize); registered later than
+    that, _stop_all runs earlier, while the runner's CPUs still exist.
+    """
+    if not _AT_EXIT:
+        atexit.register(_stop_all)
+        _AT_EXIT.append(True)
 
 
 def in_kernel() -> bool:
@@ -74,22 +95,36 @@ def _memory_view(host, runner):
     except ImportError as exc:
         log.info("memory map unavailable (%s): showing the ownership picture instead", exc)
         return MemoryPanel(runner)
-    return MemoryMap(host)
+    return MemoryMap(host, runner=runner)
 
 
 class Dashboard(widgets.VBox):
-    """Every panel for one host, a Runner that runs it in the background, and a 30 Hz refresh loop.
+    """Every panel for one host, a Runner that runs it in the background, and a 25 Hz refresh loop.
+
+    The VMs panel's status line redraws at every tick of the refresh loop; the panels 5
+    times a second (SLOW_INTERVAL), all in the same tick; charts 4 times, the memory map when
+    the pool changed, and a panel whose button or slider was used redraws as soon as the
+    runner has applied it.
 
     Args:
         host: the labvmm Host.
         chunk_insns: virtual time the runner runs between two looks at the UI.
-        hz: most redraws per second.
+        hz: most redraws per second (the status line's rate).
+        panel_hz: full redraws of the panels per second (default 1 / SLOW_INTERVAL = 5); lower
+            it on a small machine to leave the guests more CPU.
     """
 
-    def __init__(self, host, chunk_insns: int = DEFAULT_CHUNK_INSNS, hz: float = DEFAULT_HZ) -> None:
+    def __init__(self, host, chunk_insns: int = DEFAULT_CHUNK_INSNS, hz: float = DEFAULT_HZ,
+                 panel_hz: float | None = None) -> None:
+        if panel_hz is not None and not 0 < panel_hz <= hz:
+            raise ConfigError(f"panel_hz must be in (0, hz={hz}], got {panel_hz!r}")
+        self.panel_interval = 1.0 / panel_hz if panel_hz is not None else None
         self.host = host
         self.runner = Runner(host, chunk_insns=chunk_insns, snapshot_hz=hz)
-        self.refresher = Refresher(self.refresh, hz)
+        self.refresher = Refresher(self._tick, hz)
+        self.runner.listeners.append(self.refresher.kick)  # a command took effect: show it now
+        self._last_slow = float("-inf")
+        self._tick_interval = 1.0 / hz
         first = next(iter(host.vms), "")
         self.vms = VMsPanel(host, self.runner)
         self.registers = RegistersPanel(first, self.runner)
@@ -104,6 +139,8 @@ class Dashboard(widgets.VBox):
             "free. A VM can only ever reach its own frames. Point at a cell to see the page.")), self.memory])
         half = widgets.Layout(width="50%", padding="4px")
         intro = widgets.HTML(
+            # CSS containment: a redraw inside one panel lays out and paints only that panel.
+            "<style>.labvmm-panel{contain:layout paint;}</style>"
             "<h3 style='margin:2px 0'>labvmm: a hypervisor at work</h3>"
             "Each guest below is a virtual machine: its own RISC-V CPU, RAM taken from the host's pool, "
             "and devices the VMM emulates. Press <b>Run</b>, then change a weight in <i>Resource "
@@ -117,6 +154,9 @@ class Dashboard(widgets.VBox):
             widgets.HBox([widgets.Box([self.allocation], layout=half), widgets.Box([self.timeline], layout=half)]),
             widgets.HBox([widgets.Box([self.isolation], layout=half), widgets.Box([self.console], layout=half)]),
         ])
+        for box in (self.vms.status, self.vms.table, self.registers, memory_box, self.allocation, self.timeline,
+                    self.isolation, self.console):
+            box.add_class("labvmm-panel")
         self.vms.observe(self._vm_chosen, "selected")
         self.isolation.observe(self._event_chosen, "selected_event")
         if first:
@@ -130,6 +170,7 @@ class Dashboard(widgets.VBox):
         `refresh()` when you want the panels redrawn).
         """
         _LIVE.add(self)
+        _stop_all_at_exit()
         self.runner.start()
         if live if live is not None else in_kernel():
             self.refresher.start()
@@ -147,14 +188,32 @@ class Dashboard(widgets.VBox):
         return refresher and runner
 
     def refresh(self) -> None:
-        """Redraw every panel from the newest snapshot (what the refresh loop calls)."""
+        """Redraw every panel from the newest snapshot."""
+        self._redraw(every_panel=True)
+
+    def _tick(self) -> None:
+        """What the refresh loop calls: the fast panels, urgent ones, and the rest at SLOW_INTERVAL."""
+        self._redraw(every_panel=False)
+
+    def _redraw(self, every_panel: bool) -> None:
         snap = self.runner.snapshot()
+        now = time.perf_counter()
+        # Half a tick of slack keeps the slow panels on every fifth tick at 25 Hz rather than
+        # every sixth; all of them redraw in the same tick, so the browser lays out once.
+        interval = self.panel_interval if self.panel_interval is not None else SLOW_INTERVAL
+        slow = every_panel or now - self._last_slow >= interval - self._tick_interval / 2
+        if slow:
+            self._last_slow = now
         for panel in self.panels:
-            panel.refresh(snap)
+            if slow or panel.urgent(snap):
+                panel.refresh(snap)
+            elif panel.fast:
+                panel.refresh_fast(snap)
         if isinstance(self.memory, Panel):
-            self.memory.refresh(snap)
-        else:
-            self.memory.update(snap.owners, snap.owner_names)
+            if slow or self.memory.urgent(snap):
+                self.memory.refresh(snap)
+        elif slow or self.memory.wants(snap):
+            self.memory.update(snap.owners, snap.owner_names, shared=snap.shared, page=snap.page)
 
     # -- linking the panels -----------------------------------------------------------
     def _vm_chosen(self, change) -> None:

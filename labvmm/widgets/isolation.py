@@ -65,7 +65,7 @@ class IsolationPanel(Panel):
         event["pc_frame"] = view.frame_of(event["pc"]) if view else None
         self.source.watch(event["vm"])  # its registers come with every snapshot from now on
         self.selected_event = event
-        self._pending = True
+        self.urge()
         self._show_detail(snap)
 
     def update(self, snap) -> None:
@@ -83,7 +83,7 @@ class IsolationPanel(Panel):
                 self.list.index = index
                 self.list.observe(self._chosen, "index")
         shown = len(self.events)
-        self.count.value = (f"{snap.isolation_total} events so far"
+        self.count.value = (f"{snap.isolation_total} event{'' if snap.isolation_total == 1 else 's'} so far"
                             + (f" (newest {shown} listed)" if snap.isolation_total > shown else "")
                             + ("" if snap.isolation_total else ": every guest has kept to its own memory and devices"))
         self._show_detail(snap)

@@ -12,9 +12,17 @@ queued: one deferred refresh reads the *latest* state when the interval is up.
 
 Hovering over or clicking a cell reports its frame index back to Python (`selected_frame`),
 which answers with the owner, the guest-physical address of that page and a hexdump of its
-first 256 bytes (`selected_info`), shown under the canvas. Outside a browser (nbclient,
-nbval, nbgrader) the widget still shows something: `_repr_mimebundle_` carries a text
-summary and a PNG of the same grid.
+first 256 bytes (`selected_info`), shown under the canvas. With a `runner` (the dashboard's),
+the page is read by the runner between two chunks and arrives with its snapshots
+(`Runner.watch_frame`), and the hexdump follows the page while the guests run; nothing reads
+guest memory while the runner's thread is inside a chunk. Without one, the host is read
+directly (do not run it in another thread meanwhile).
+
+Frames mapped into more than one VM (when the pool reports them: `FramePool.shared_mask`)
+are hatched in white over their owner's colour, with their own legend entry.
+
+Outside a browser (nbclient, nbval, nbgrader) the widget still shows something:
+`_repr_mimebundle_` carries a text summary and a PNG of the same grid.
 """
 
 from __future__ import annotations
@@ -32,16 +40,19 @@ import traitlets
 
 from ..errors import LabvmmError
 from ..memory import FREE, PAGE_SIZE
+from .runner import page_view
 
 MAX_HZ = 30
 #: Dirty marks cover one epoch of this many seconds: fingerprinting RAM costs about 45 ms
-#: per 128 MiB, far too much to redo at 30 Hz for a large host.
+#: per 128 MiB, far too much to redo at 25 Hz for a large host.
 DIRTY_EPOCH_SECONDS = 1.0
 #: Width in pixels the grid aims for; a cell is a whole number of pixels (1 to 16).
 TARGET_WIDTH_PX = 512
 MAX_CELL_PX = 16
 HEXDUMP_BYTES = 256
 FREE_COLOR = "#c8c8c8"
+SHARED_CODE = -1  # the legend entry of shared frames (no frame has this code)
+SHARED_SWATCH = "repeating-linear-gradient(45deg, #ffffff 0 2px, #777777 2px 4px)"
 
 
 def vm_color(vm_id: int) -> str:
@@ -180,7 +191,7 @@ function render({ model, el }) {
       item.dataset.code = String(e.code);
       const swatch = document.createElement("span");
       swatch.className = "labvmm-mm-swatch";
-      swatch.style.background = e.color;
+      swatch.style.background = e.swatch || e.color;
       item.append(swatch, document.createTextNode(` ${e.name} (${e.frames} frames)`));
       return item;
     }));
@@ -221,8 +232,10 @@ function render({ model, el }) {
     let code = 0;
     for (let i = bpf - 1; i >= 0; i--) code = code * 256 + codes[f * bpf + i];
     const entry = model.get("legend").find((e) => e.code === code);
+    const shared = bytesOf(model.get("shared"));
+    const isShared = shared.length && (shared[f >> 3] >> (f & 7)) & 1;
     hover.textContent = `frame ${f} (host offset 0x${(f * 4096).toString(16)}): ${entry ? entry.name : "?"}` +
-      (pinned ? ` - ${PINNED_NOTE}` : "");
+      (isShared ? " (shared with another VM)" : "") + (pinned ? ` - ${PINNED_NOTE}` : "");
     if (!pinned) select(f);
   }
 
@@ -238,9 +251,14 @@ function render({ model, el }) {
       info.textContent = "Hover over a cell to see its page; click to keep it.";
       return;
     }
-    const head = i.owner === null
+    if (i.pending) {
+      info.textContent = `frame ${i.frame}: reading the page between two chunks of guest time...`;
+      return;
+    }
+    const head = (i.owner === null
       ? `frame ${i.frame}: free`
-      : `frame ${i.frame}: ${i.owner} (VM ${i.owner_id}), guest address ${i.guest_address_hex}`;
+      : `frame ${i.frame}: ${i.owner} (VM ${i.owner_id}), guest address ${i.guest_address_hex}`) +
+      (i.shared_with && i.shared_with.length ? `, also mapped by ${i.shared_with.join(", ")}` : "");
     info.textContent = head + (i.hexdump ? "\n" + i.hexdump : "");
   }
 
@@ -278,6 +296,8 @@ class MemoryMap(anywidget.AnyWidget):
     Args:
         host: the `labvmm.Host` whose pool is drawn (read through `host.pool.snapshot()`,
             `host.vms` and each VM's public `read_memory` / `dirty_pages`).
+        runner: the `Runner` that runs `host` in the background, if any: the table and the
+            selected page then come from its snapshots, never from the running host.
         track_dirty: outline the pages each VM wrote in the last epoch of `dirty_epoch`
             seconds (calls `vm.dirty_pages()` once an epoch, about 45 ms per 128 MiB of guest
             RAM, and so takes the VMs' dirty epochs over: do not combine with other users of
@@ -296,7 +316,8 @@ class MemoryMap(anywidget.AnyWidget):
     cell_px = traitlets.Int(1, help="edge of one cell in canvas pixels").tag(sync=True)
     dirty = traitlets.Bytes(b"", help="bit per frame (little bit order): written in the last epoch; empty = not tracked").tag(sync=True)
     shared = traitlets.Bytes(b"", help="bit per frame (little bit order): mapped into more than one VM; empty = none").tag(sync=True)
-    legend = traitlets.List(help="[{code, id, name, color, frames}] for free frames and every owner in the table").tag(sync=True)
+    legend = traitlets.List(help="[{code, id, name, color, frames}] for free frames and every owner in the table, "
+                                 "then {code: -1, name: 'shared', swatch, frames} when frames are shared").tag(sync=True)
     title = traitlets.Unicode("", help="the line above the grid").tag(sync=True)
     selected_frame = traitlets.Int(-1, help="frame the user pointed at in the browser (-1: none)").tag(sync=True)
     selected_info = traitlets.Dict(help="owner, guest address and hexdump of the selected frame").tag(sync=True)
@@ -306,6 +327,7 @@ class MemoryMap(anywidget.AnyWidget):
         self,
         host,
         *,
+        runner=None,
         track_dirty: bool = False,
         max_hz: float = MAX_HZ,
         dirty_epoch: float = DIRTY_EPOCH_SECONDS,
@@ -319,13 +341,16 @@ class MemoryMap(anywidget.AnyWidget):
         if not max_hz > 0:
             raise ValueError(f"max_hz must be positive, got {max_hz!r}")
         self._host = host
+        self._runner = runner
+        self._page: dict | None = None  # the newest page of the selected frame a snapshot brought
         self._min_interval = 1.0 / max_hz
         self._clock = clock
         self._call_later = call_later
         self._last_send = float("-inf")
         self._dirty_epoch = dirty_epoch
         self._dirty_since = float("-inf")  # when the current dirty marks were taken
-        self._latest: tuple = (None, None)  # the newest table handed to update()
+        self._latest: tuple = (None, None, None)  # the newest (table, names, shared) handed to update()
+        self._shown: tuple | None = None  # the (table, shared mask) last sent
         columns, _, cell = grid_layout(host.pool.frame_count)
         super().__init__(columns=columns, cell_px=cell, frame_count=host.pool.frame_count,
                          track_dirty=track_dirty, **kwargs)
@@ -342,16 +367,19 @@ class MemoryMap(anywidget.AnyWidget):
         return self.update(force=force)
 
     def update(self, owners: np.ndarray | None = None, names: dict[int, str] | None = None,
-               force: bool = False) -> bool:
+               force: bool = False, shared: np.ndarray | None = None, page: dict | None = None) -> bool:
         """Show an ownership table someone else copied (frame -> VM id, -1 free) and VM names.
 
         For a background runner that snapshots the host between two chunks of guest time
-        (`labvmm.widgets.runner.Snapshot.owners` and `.owner_names`); without arguments it
-        reads the host now, as `refresh` does. Throttled like `refresh`: a deferred update
-        shows the latest table handed in.
+        (`labvmm.widgets.runner.Snapshot.owners`, `.owner_names`, `.shared` and `.page`);
+        without arguments it reads the runner's newest snapshot, or the host when there is
+        no runner, as `refresh` does. Throttled like `refresh`: a deferred update shows the
+        latest table handed in. `page` (`runner.page_view`) updates the selected frame's hexdump.
         """
+        if page is not None:
+            self._show_page(page)
         with self._lock:
-            self._latest = (owners, names)
+            self._latest = (owners, names, shared)
             now = self._clock()
             wait = self._last_send + self._min_interval - now
             if not force and wait > 0:
@@ -367,37 +395,67 @@ class MemoryMap(anywidget.AnyWidget):
     def _run_deferred(self) -> None:
         with self._lock:
             self._deferred, self._timer = False, None
-            self.update(*self._latest, force=True)
+            owners, names, shared = self._latest
+            self.update(owners, names, force=True, shared=shared)
 
-    def _publish(self, owner: np.ndarray | None, names: dict[int, str] | None) -> bool:
+    def wants(self, snap) -> bool:
+        """True when `snap` brings the first page of a newly selected frame (show it now, not at the next slow tick)."""
+        page = snap.page
+        return (page is not None and page["frame"] == self.selected_frame
+                and (self._page is None or self._page["frame"] != page["frame"]))
+
+    def _tables(self, owner, names, shared):
+        """The (table, names, shared mask) to show: what was handed in, else the runner's or the host's."""
+        if owner is None and self._runner is not None:
+            snap = self._runner.snapshot()
+            return snap.owners, snap.owner_names, snap.shared
         if owner is None:
-            owner = self._host.pool.snapshot()
+            pool = self._host.pool
+            owner = pool.snapshot()
+            shared = pool.shared_mask()
         if names is None:
             names = {vm.id: vm.name for vm in list(self._host.vms.values())}
+        return owner, names, shared
+
+    def _publish(self, owner: np.ndarray | None, names: dict[int, str] | None, shared: np.ndarray | None = None) -> bool:
+        owner, names, shared = self._tables(owner, names, shared)
         if owner.shape != (self.frame_count,):
             raise ValueError(f"an ownership table of {self.frame_count} frames was expected, got shape {owner.shape}")
-        codes, width = _owner_codes(owner)
-        state = {
-            "owners": codes.tobytes(),
-            "bytes_per_frame": width,
-            "legend": _legend(codes, names),
-            "dirty": self._dirty_marks(),
-            "shared": b"",  # the pool maps no frame into two VMs yet (Host.memory_report: shared_frames 0)
-        }
-        state["title"] = self._title(state["legend"])
-        changed = {k: v for k, v in state.items() if getattr(self, k) != v}
-        if changed:
-            with self.hold_sync():  # one message, so the browser never pairs new bytes with an old legend
-                for key, value in changed.items():
-                    setattr(self, key, value)
+        if shared is not None and shared.shape != (self.frame_count,):
+            raise ValueError(f"a shared mask of {self.frame_count} frames was expected, got shape {shared.shape}")
+        if not self.track_dirty and self._shown is not None and self._shown[0] is owner and self._shown[1] is shared:
+            changed = {}  # the very tables already sent (a runner shares unchanged ones between snapshots)
+        else:
+            codes, width = _owner_codes(owner)
+            legend = _legend(codes, names)
+            shared_count = int(np.count_nonzero(shared)) if shared is not None else 0
+            if shared_count:
+                legend.append({"code": SHARED_CODE, "id": None, "name": "shared by two or more VMs",
+                               "color": "#ffffff", "swatch": SHARED_SWATCH, "frames": shared_count})
+            state = {
+                "owners": codes.tobytes(),
+                "bytes_per_frame": width,
+                "legend": legend,
+                "dirty": self._dirty_marks(),
+                "shared": np.packbits(shared, bitorder="little").tobytes() if shared_count else b"",
+            }
+            state["title"] = self._title(legend)
+            changed = {k: v for k, v in state.items() if getattr(self, k) != v}
+            if changed:
+                with self.hold_sync():  # one message, so the browser never pairs new bytes with an old legend
+                    for key, value in changed.items():
+                        setattr(self, key, value)
+            self._shown = (owner, shared)
         self._update_selection()
         return bool(changed)
 
     def _title(self, legend: list[dict]) -> str:
         total = self.frame_count
         free = legend[0]["frames"]
+        owners = sum(1 for e in legend if e["code"] > 0)
+        shared = next((e["frames"] for e in legend if e["code"] == SHARED_CODE), 0)
         return (f"Host memory: {total} frames of 4 KiB ({total * PAGE_SIZE >> 20} MiB), "
-                f"{len(legend) - 1} owners, {free} free")
+                f"{owners} owners, {free} free" + (f", {shared} shared" if shared else ""))
 
     def _dirty_marks(self) -> bytes:
         if not self.track_dirty:
@@ -423,34 +481,49 @@ class MemoryMap(anywidget.AnyWidget):
     # -- selection --------------------------------------------------------------------
     @traitlets.observe("selected_frame")
     def _selected_frame_changed(self, change) -> None:
+        frame = change["new"]
+        if self._runner is not None:
+            # The runner reads the page between two chunks and brings it with its snapshots;
+            # until the first arrives, the info says so (update() shows it).
+            self._runner.watch_frame(frame if 0 <= frame < self.frame_count else None)
+            snap = self._runner.snapshot()  # without a thread, watch_frame took it already
+            if snap.page is not None and snap.page["frame"] == frame:
+                self._page = snap.page
         with self._lock:
             self._update_selection()
 
+    def _show_page(self, page: dict) -> None:
+        """A snapshot's page of the selected frame: show it (and its changes while the guests run)."""
+        if page is not self._page and page["frame"] == self.selected_frame:
+            self._page = page
+            with self._lock:
+                self._update_selection()
+
     def _update_selection(self) -> None:
-        info = self.describe_frame(self.selected_frame) if self.selected_frame >= 0 else {}
+        frame = self.selected_frame
+        if not 0 <= frame < self.frame_count:
+            info = {}
+        elif self._runner is None:
+            info = self.describe_frame(frame)
+        elif self._page is not None and self._page["frame"] == frame:
+            info = _page_info(self._page)
+        else:
+            info = {"frame": frame, "pending": True}
         if info != self.selected_info:
             self.selected_info = info
 
     def describe_frame(self, frame: int) -> dict:
-        """Owner, guest-physical address and a hexdump of the first 256 bytes of host frame `frame`."""
-        if not 0 <= frame < self.frame_count:
-            raise ValueError(f"frame {frame} is outside the pool (0..{self.frame_count - 1})")
-        owner_id = int(self._host.pool.owner[frame])
-        info = {"frame": frame, "owner_id": owner_id, "owner": None, "guest_address": None,
-                "guest_address_hex": None, "hexdump": ""}
-        vm = next((v for v in list(self._host.vms.values()) if v.id == owner_id), None)
-        if owner_id == FREE or vm is None:
-            return info
-        for run in vm.memory.runs:
-            if run.first_frame <= frame < run.first_frame + run.frames:
-                address = run.guest_addr + (frame - run.first_frame) * PAGE_SIZE
-                info.update(owner=vm.name, guest_address=address, guest_address_hex=f"{address:#x}")
-                try:
-                    info["hexdump"] = hexdump(vm.read_memory(address, HEXDUMP_BYTES), address)
-                except LabvmmError as exc:  # destroyed between the two reads
-                    info["hexdump"] = f"(unreadable: {exc})"
-                break
-        return info
+        """Owner, guest-physical address and a hexdump of the first 256 bytes of host frame `frame`.
+
+        With a runner the page is read by the runner between two chunks (this waits for that).
+        """
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.frame_count:
+            raise ValueError(f"frame {frame!r} is outside the pool (0..{self.frame_count - 1})")
+        if self._runner is not None:
+            page = self._runner.submit(lambda: page_view(self._host, frame)).result(timeout=30)
+        else:
+            page = page_view(self._host, frame)
+        return _page_info(page)
 
     def close(self) -> None:
         """Cancel a deferred refresh and close the widget."""
@@ -470,12 +543,12 @@ class MemoryMap(anywidget.AnyWidget):
         return "\n".join(lines)
 
     def to_png(self) -> bytes:
-        """The grid as a PNG (matplotlib), the same colours as in the browser."""
+        """The grid as a PNG (matplotlib), the same colours and hatching as in the browser."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.patches import Patch
 
-        owner = self._host.pool.snapshot()
+        owner, _, shared = self._tables(*self._latest)
         columns, rows, _ = grid_layout(owner.size)
         ids = np.unique(owner)
         colours = {int(i): (FREE_COLOR if i == FREE else vm_color(int(i))) for i in ids}
@@ -483,15 +556,24 @@ class MemoryMap(anywidget.AnyWidget):
         index = np.searchsorted(ids, owner)
         table = np.array([[int(colours[int(i)][k : k + 2], 16) / 255 for k in (1, 3, 5)] for i in ids])
         rgb[: owner.size] = table[index]
+        image = rgb.reshape(rows, columns, 3)
+        if shared is not None and shared.any():  # 3x3 pixels a frame, white diagonals on shared ones (as the canvas)
+            mask = np.zeros(rows * columns, dtype=bool)
+            mask[: owner.size] = shared
+            image = image.repeat(3, axis=0).repeat(3, axis=1)
+            dy, dx = np.indices(image.shape[:2]) % 3
+            image[mask.reshape(rows, columns).repeat(3, axis=0).repeat(3, axis=1) & ((dx + dy) % 3 == 0)] = 1.0
         figure = Figure(figsize=(6, 6 * rows / columns + 1.2), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.imshow(rgb.reshape(rows, columns, 3), interpolation="nearest", aspect="equal")
+        axes.imshow(image, interpolation="nearest", aspect="equal")
         axes.set_title(self.title, fontsize=8)
         axes.set_xticks([])
         axes.set_yticks([])
-        axes.legend(handles=[Patch(color=e["color"], label=f"{e['name']} ({e['frames']})") for e in self.legend],
-                    loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=7, frameon=False)
+        handles = [Patch(facecolor="white", edgecolor="#777777", hatch="////", label=f"{e['name']} ({e['frames']})")
+                   if e["code"] == SHARED_CODE else Patch(color=e["color"], label=f"{e['name']} ({e['frames']})")
+                   for e in self.legend]
+        axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=7, frameon=False)
         out = io.BytesIO()
         figure.savefig(out, format="png", bbox_inches="tight")
         return out.getvalue()
@@ -504,6 +586,17 @@ class MemoryMap(anywidget.AnyWidget):
         data["text/plain"] = self.summary()
         data["image/png"] = base64.b64encode(self.to_png()).decode("ascii")
         return data, metadata
+
+
+def _page_info(page: dict) -> dict:
+    """The `selected_info` of a page (runner.page_view): owner, guest address, hexdump, other users."""
+    address = page["guest_address"]
+    info = {"frame": page["frame"], "owner_id": page["owner_id"], "owner": page["owner"], "guest_address": address,
+            "guest_address_hex": None if address is None else f"{address:#x}",
+            "hexdump": hexdump(page["data"], address) if page["data"] else ""}
+    if page.get("shared_with"):
+        info["shared_with"] = list(page["shared_with"])
+    return info
 
 
 def _legend(codes: np.ndarray, names: dict[int, str]) -> list[dict]:

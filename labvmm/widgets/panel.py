@@ -1,9 +1,13 @@
 """What every panel shares: a header that explains it, where its data comes from, a static fallback.
 
 A panel is an ipywidgets box. It draws from `Snapshot`s (plain data, labvmm.widgets.runner)
-and sends every action through its source's `submit`, so nothing touches the host while the
-runner's thread is inside a chunk. `refresh()` pulls the newest snapshot and redraws only
-when it is new; `_repr_mimebundle_` adds a text summary and, where a chart makes sense, a PNG
+and sends every action through its source's `submit` (`act`), so nothing touches the host
+while the runner's thread is inside a chunk. `refresh()` pulls the newest snapshot and
+redraws only when it is new. In a dashboard, panels redraw at a lower rate than the refresh
+loop ticks (every redraw costs the browser a layout and a paint, taken from the guests on a
+small machine), `fast` ones also redraw a small part at every tick (`update_fast`), and a
+panel redraws at once when its own action took effect (`urgent`), so that what a button or
+a slider changed shows without delay. `_repr_mimebundle_` adds a text summary and, where a chart makes sense, a PNG
 to the widget's own bundle (as ipympl does), so a headless run (nbclient, nbval, nbconvert)
 still shows something meaningful.
 """
@@ -19,7 +23,7 @@ import ipywidgets as widgets
 
 from .runner import Runner, Snapshot, vm_view
 
-CHART_INTERVAL = 0.2  # seconds between two redraws of a live chart (5 per second)
+CHART_INTERVAL = 0.25  # seconds between two redraws of a live chart (4 per second)
 
 
 class VmSource:
@@ -28,6 +32,11 @@ class VmSource:
     def __init__(self, vm) -> None:
         self._vm = vm
         self._version = 0
+
+    @property
+    def version(self) -> int:
+        """The version of the newest snapshot."""
+        return self._version
 
     def snapshot(self) -> Snapshot:
         """A fresh snapshot of this VM alone."""
@@ -61,6 +70,10 @@ class RunnerSource:
     def snapshot(self) -> Snapshot:
         return self.runner.snapshot()
 
+    @property
+    def version(self) -> int:
+        return self.runner.version
+
     def submit(self, fn) -> Future:
         return self.runner.submit(fn)
 
@@ -93,6 +106,8 @@ class Panel(widgets.VBox):
 
     title = ""
     explanation = ""
+    #: In a dashboard: also call update_fast() at every tick of the refresh loop.
+    fast = False
 
     def __init__(self, source, body: list, **kwargs) -> None:
         self.source = source
@@ -100,6 +115,7 @@ class Panel(widgets.VBox):
         self._pending = False
         self._last_chart = float("-inf")  # the first chart is always due
         self._draw_lock = threading.Lock()
+        self._urgent_version: float | None = None  # redraw at once from this snapshot version on
         super().__init__([header(self.title, self.explanation), *body], **kwargs)
 
     # -- redraw ----------------------------------------------------------------------------
@@ -110,8 +126,39 @@ class Panel(widgets.VBox):
             return False
         with self._draw_lock:
             self._shown_version = snap.version
+            if self._urgent_version is not None and snap.version >= self._urgent_version:
+                self._urgent_version = None
             self.update(snap)
         return True
+
+    def act(self, fn) -> Future:
+        """Apply `fn()` to the host through the source (between two chunks); this panel redraws as soon as it took effect."""
+        future = self.source.submit(fn)
+        self._urgent_version = float("inf")  # not before the command is applied
+        future.add_done_callback(self._applied)
+        return future
+
+    def _applied(self, _future) -> None:
+        # A Future resolves once the snapshot showing its effect is published (Runner._drain).
+        self._urgent_version = self.source.version
+
+    def urge(self) -> None:
+        """Redraw at the next refresh, even from the same snapshot and in a slow dashboard tick (the view changed)."""
+        self._pending = True
+        self._urgent_version = 0
+
+    def urgent(self, snap: Snapshot) -> bool:
+        """True when this panel should redraw from `snap` now: it shows its latest action first, or urge() was called."""
+        return self._urgent_version is not None and snap.version >= self._urgent_version
+
+    def refresh_fast(self, snap: Snapshot) -> None:
+        """Redraw the small, fast-changing part from `snap` (a `fast` panel's update_fast)."""
+        if snap.version != self._shown_version:
+            with self._draw_lock:
+                self.update_fast(snap)
+
+    def update_fast(self, snap: Snapshot) -> None:
+        """Show the part of `snap` that follows every tick (nothing, unless the panel is `fast`)."""
 
     def update(self, snap: Snapshot) -> None:
         """Show `snap`: each panel class defines it (Panel itself is only their common base)."""

@@ -54,7 +54,8 @@ class RegistersPanel(Panel):
     explanation = (
         "the vCPU of one VM as the runner last saw it: pc, privilege, the 32 integer registers by ABI "
         f"name and the key CSRs. <span style='background:{CHANGED}'>Yellow</span> values changed since "
-        "the previous update; below, the next instructions from pc (capstone)."
+        "the previous update. Below: the next instructions from pc, as capstone decodes them "
+        "(address, encoding, assembly; the arrow marks the one about to run)."
     )
 
     def __init__(self, vm, runner=None) -> None:
@@ -67,7 +68,8 @@ class RegistersPanel(Panel):
         self.title_line = widgets.HTML()
         self.grid = widgets.HTML()
         self.code = widgets.HTML()
-        super().__init__(source, [self.title_line, widgets.HBox([self.grid, self.code])])
+        # The listing under the grid, full width: beside it, it was squeezed to a sliver.
+        super().__init__(source, [self.title_line, self.grid, self.code])
         source.watch(self.vm_name)
 
     def show(self, vm_name: str) -> None:
@@ -76,7 +78,7 @@ class RegistersPanel(Panel):
             self.vm_name = vm_name
             self._previous = None
             self.source.watch(vm_name)
-            self._pending = True
+            self.urge()
 
     def update(self, snap) -> None:
         self._pending = False
@@ -85,7 +87,7 @@ class RegistersPanel(Panel):
             state = view.state if view is not None else "not on this host"
             self.title_line.value = f"<b>{self.vm_name}</b>: no registers yet ({state})"
             if view is not None and view.state != "destroyed":
-                self._pending = True  # watched from now on: the next snapshot has them
+                self.urge()  # watched from now on: the next snapshot has them
             return
         regs = view.registers
         if self._previous is not None and self._previous[0] == self.vm_name and self._previous[1] != regs:
@@ -102,29 +104,32 @@ class RegistersPanel(Panel):
         self.grid.value = self._grid_html(regs)
         self.code.value = self._code_html(view.code is None)
 
+    # Both views are one <pre> of text with a few <span>s, not tables: they are redrawn ten
+    # times a second, and the browser lays out and paints a few text lines far faster than a
+    # table of 80 cells (measured with benchmarks/browser.py).
     def _cell(self, name: str, value: int) -> str:
-        style = f"background:{CHANGED};" if name in self.changed else ""
-        return (f"<td style='color:#555'>{name}</td>"
-                f"<td style='{style}font-family:monospace'>{value:#018x}</td>")
+        text = f"{value:#018x}"
+        if name in self.changed:
+            text = f"<span style='background:{CHANGED}'>{text}</span>"
+        return f"<span style='color:#666'>{name:>7}</span> {text}"
 
     def _grid_html(self, regs: dict) -> str:
-        rows = []
-        for i in range(0, 32, 4):
-            rows.append("<tr>" + "".join(self._cell(n, regs[n]) for n in ABI_NAMES[i:i + 4]) + "</tr>")
-        csrs = [n for n in KEY_CSRS if n in regs]
-        for i in range(0, len(csrs), 4):
-            rows.append("<tr>" + "".join(self._cell(n, regs[n]) for n in csrs[i:i + 4]) + "</tr>")
-        return "<table style='font-size:11px;border-collapse:collapse' cellpadding='1'>" + "".join(rows) + "</table>"
+        names = list(ABI_NAMES) + [n for n in KEY_CSRS if n in regs]
+        # Three a line: four of 26 characters do not fit half a dashboard and would wrap.
+        lines = ["  ".join(self._cell(n, regs[n]) for n in names[i:i + 3]) for i in range(0, len(names), 3)]
+        return ("<pre style='font-size:11px;line-height:1.45;margin:0;white-space:pre;overflow-x:auto'>"
+                + "\n".join(lines) + "</pre>")
 
     def _code_html(self, outside: bool) -> str:
+        head = "<div style='margin-top:6px'><b>next instructions</b> <small style='color:#555'>from pc on</small></div>"
         if outside:
-            return "<i>pc is outside RAM: nothing to disassemble</i>"
+            return head + "<i>pc is outside RAM: nothing to disassemble</i>"
         lines = []
         for k, (addr, raw, text) in enumerate(self.instructions):
-            mark = "&rarr;" if k == 0 else "&nbsp;"
-            lines.append(f"{mark} {addr:#x}  <span style='color:#888'>{raw:>8}</span>  {html.escape(text)}")
-        return ("<div style='margin-left:12px'><b>next instructions</b><pre style='font-size:11px;margin:0'>"
-                + "\n".join(lines) + "</pre></div>")
+            line = f"{'->' if k == 0 else '  '} {addr:#010x}  <span style='color:#888'>{raw:<8}</span>  {html.escape(text)}"
+            lines.append(f"<span style='background:#e8f0fe;font-weight:bold'>{line}</span>" if k == 0 else line)
+        return (head + "<pre style='font-size:12px;line-height:1.5;margin:0;padding:4px 8px;background:#f7f7f7;"
+                "display:inline-block'>" + "\n".join(lines) + "</pre>")
 
     def summary(self, snap) -> str:
         self.refresh(snap)

@@ -30,6 +30,7 @@ class VMsPanel(Panel):
         "Run/Pause/Step drive the whole host; the second row acts on the VM chosen there."
     )
     selected = Unicode("", help="Name of the VM the VM controls act on (the dashboard shows its registers and console)")
+    fast = True  # the status line (virtual time, guest rate) follows every tick; the table the slower rate
 
     def __init__(self, host, runner=None) -> None:
         source = source_for(runner, host)
@@ -49,8 +50,8 @@ class VMsPanel(Panel):
                                               style={"description_width": "55px"})
         self.policy = widgets.Dropdown(options=POLICIES, value=self._policy_name(host), description="policy",
                                        layout=widgets.Layout(width="200px"), style={"description_width": "45px"})
-        self.vm_choice = widgets.Dropdown(options=list(host.vms), description="VM",
-                                          layout=widgets.Layout(width="200px"), style={"description_width": "25px"})
+        self.vm_choice = widgets.Dropdown(options=list(host.vms), layout=widgets.Layout(width="160px"),
+                                          tooltip="the VM these buttons act on, and whose registers and console show")
         self.vm_buttons = {
             action: widgets.Button(description=action.title(), layout=_BUTTON, tooltip=tip)
             for action, tip in (
@@ -91,7 +92,7 @@ class VMsPanel(Panel):
     def step_host(self, insns: int):
         """Pause the host, then run `insns` instructions of virtual time."""
         self.runner.pause()
-        return self.source.submit(lambda: self.host.run(max_insns=insns))
+        return self.act(lambda: self.host.run(max_insns=insns))
 
     def vm_action(self, name: str, action: str):
         """start, pause, resume, stop or step one VM (between chunks); returns a Future."""
@@ -99,16 +100,16 @@ class VMsPanel(Panel):
             return None
         if action == "step":
             insns = self.step_insns.value
-            return self.source.submit(lambda: self.host.step(name, insns))
-        return self.source.submit(lambda: getattr(self.host.vm(name), action)())
+            return self.act(lambda: self.host.step(name, insns))
+        return self.act(lambda: getattr(self.host.vm(name), action)())
 
     def _quantum_changed(self, change) -> None:
         value = change["new"]
-        self.source.submit(lambda: setattr(self.host, "quantum", value))
+        self.act(lambda: setattr(self.host, "quantum", value))
 
     def _policy_changed(self, change) -> None:
         name = change["new"]
-        self.source.submit(lambda: self.host.set_policy(name))
+        self.act(lambda: self.host.set_policy(name))
 
     def _select(self, name: str) -> None:
         if name and name in self.vm_choice.options and self.vm_choice.value != name:
@@ -126,6 +127,9 @@ class VMsPanel(Panel):
         self.rows = [self._row(v) for v in snap.vms.values()]
         self.status.value = self._status_html(snap)
         self.table.value = self._table_html(snap)
+
+    def update_fast(self, snap) -> None:
+        self.status.value = self._status_html(snap)
 
     @staticmethod
     def _row(v) -> dict:

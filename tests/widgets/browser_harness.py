@@ -164,10 +164,29 @@ def open_and_run_all(page, url: str) -> None:
     page.locator(".jp-Notebook .jp-Cell").first.wait_for()
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()  # kernel started
     page.keyboard.press("Control+b")  # hide the file browser: the dashboard gets the width
+    run_all(page)
 
-    # Run > Run All Cells, as a person would.
+
+def run_all(page) -> None:
+    """Run > Run All Cells, as a person would."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def wait_or_run_all_again(page, locator, timeout_ms: float, again_ms: float = 60_000) -> None:
+    """Wait for `locator` to appear; if it does not, Run All once more and wait again.
+
+    JupyterLab sometimes drops the cells queued while it settles its kernel at start-up
+    (seen here now and then): this does what a person would, and runs them all again.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        locator.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        print("nothing after Run All: running all cells again", file=sys.stderr)
+        run_all(page)
+        locator.wait_for(timeout=again_ms)
 
 
 def wait_for(read, accept, timeout: float, what: str):

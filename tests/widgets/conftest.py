@@ -8,6 +8,7 @@ Fixtures compose as in tests/conftest.py: `lab_host` (hello + compute + timer) -
 from __future__ import annotations
 
 import itertools
+import time
 
 import comm
 import pytest
@@ -88,3 +89,19 @@ def sent_states():
         return [m["state"] for m in widget.comm.messages if m and m.get("method") == "update"]
 
     return states
+
+
+def wait_until(condition, timeout: float = 20.0) -> bool:
+    """Poll `condition` until true or timeout (a wait, not a timing assertion); its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.fixture
+def until():
+    """until(condition, timeout=20): poll until the condition holds; returns whether it did."""
+    return wait_until

@@ -20,27 +20,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+from browser_harness import chromium, jupyterlab, open_and_run_all, wait_for, wait_or_run_all_again
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "00-dashboard.ipynb"
 SCREENSHOT = ROOT / "artifacts" / "browser" / "dashboard.png"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 PROBE_MARK = "LABVMM-PROBE"
 # Run in the kernel after the notebook's own cells: what the canvas must show, from the
 # kernel's side (the pool's ownership table, the map's layout and palette).
@@ -79,155 +68,35 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_settings(settings_dir: Path) -> None:
-    """JupyterLab user settings for a quiet, fully rendered notebook."""
-    files = {
-        # Render every cell (no windowing), so the dashboard is in the DOM wherever it is scrolled;
-        # start the notebook's kernel without asking ("Select Kernel" dialog).
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
-                                                                       "autoStartDefaultKernel": True},
-        # No "fetch Jupyter news?" toast over the screenshot.
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
-    }
-    for name, value in files.items():
-        path = settings_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
-
-
 @pytest.fixture
-def jupyterlab(tmp_path):
-    """A JupyterLab server on 127.0.0.1 serving a copy of the dashboard notebook with a probe cell; yields its URL."""
+def lab(tmp_path):
+    """JupyterLab on 127.0.0.1 serving a copy of the dashboard notebook with the probe cell appended."""
     root = tmp_path / "notebooks"
     root.mkdir()
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(PROBE_CELL))
     nbformat.write(notebook, root / NOTEBOOK.name)
-    homes = {name: tmp_path / name.lower() for name in (
-        "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-        "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR")}
-    for path in homes.values():
-        path.mkdir()
-    write_settings(homes["JUPYTERLAB_SETTINGS_DIR"])
-    env = dict(os.environ, **{k: str(v) for k, v in homes.items()}, PYTHONPATH=str(ROOT))
-    port, token = free_port(), secrets.token_hex(16)
-    log = open(tmp_path / "jupyterlab.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--ServerApp.token={token}", "--ServerApp.open_browser=False",
-         f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "jupyterlab.log").read_text()
-            assert time.monotonic() < deadline, "JupyterLab did not answer within 60 s"
-            time.sleep(0.25)
-        start_kernel(base, token, NOTEBOOK.name)
-        yield f"{base}/lab/tree/{NOTEBOOK.name}?token={token}"
-    finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            if server.poll() is not None:
-                break
-            try:
-                os.killpg(server.pid, sig)  # the server and its kernels
-                server.wait(wait)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        log.close()
+    with jupyterlab(tmp_path, root / NOTEBOOK.name) as running:
+        yield running
 
 
-def start_kernel(base: str, token: str, path: str) -> None:
-    """Start the notebook's kernel session through the REST API, before the page opens it.
-
-    JupyterLab then joins this session. Left to itself, it sometimes starts a kernel, swaps it
-    for another a moment later, and drops the cells queued by Run All on the first.
-    """
-    def call(method: str, url: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(
-            f"{base}{url}", method=method, data=json.dumps(body).encode() if body else None,
-            headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            return json.loads(reply.read())
-
-    session = call("POST", "/api/sessions", {"path": path, "type": "notebook", "name": path,
-                                             "kernel": {"name": "python3"}})
-    assert session["kernel"]["name"] == "python3", session
-
-
-def wait_for(read, accept, timeout: float, what: str):
-    """Poll `read()` until `accept(value)` holds; fail naming `what` and the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while not accept(value):
-        assert time.monotonic() < deadline, f"{what}: still {value!r} after {timeout:.0f} s"
-        time.sleep(0.25)
-        value = read()
-    return value
-
-
-def test_dashboard_notebook_in_chromium(jupyterlab, tmp_path):
+def test_dashboard_notebook_in_chromium(lab, tmp_path):
     """Run All on the dashboard notebook: the memory map, registers and a weight slider work in a browser."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 1600, "height": 3000},
-        )
+    with chromium(tmp_path / "chromium-profile") as page:
         try:
-            page = browser.pages[0] if browser.pages else browser.new_page()
-            page.set_default_timeout(60_000)
-            try:
-                check_dashboard(page, jupyterlab)
-            except BaseException:
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT.with_name("failure.png")))  # what the page showed
-                raise
-        finally:
-            browser.close()
+            check_dashboard(page, lab.url)
+        except BaseException:
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT.with_name("failure.png")))  # what the page showed
+            raise
 
 
 def check_dashboard(page, url: str) -> None:
     """Open the notebook, Run All, check the memory map, registers and a slider; save the screenshot."""
-    page.goto(url)
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()  # kernel started
-    page.keyboard.press("Control+b")  # hide the file browser: the dashboard gets the width
-
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    def run_all() -> None:
-        # Run > Run All Cells, as a person would.
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-
     # The probe cell ran last: the kernel's view of the pool.
     probe = page.locator(".jp-OutputArea-output", has_text=PROBE_MARK)
-    run_all()
-    try:
-        probe.wait_for(timeout=45_000)
-    except PlaywrightTimeout:
-        # JupyterLab sometimes drops the cells queued while it settles its kernel at start-up
-        # (seen here now and then): do what a person would, and run them all again.
-        run_all()
-        probe.wait_for(timeout=60_000)
+    open_and_run_all(page, url)
+    wait_or_run_all_again(page, probe, 45_000)
     expected = json.loads(probe.inner_text().split(PROBE_MARK, 1)[1])
 
     canvas = page.locator(".labvmm-memory-map canvas")

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from labvmm import Host
 from labvmm.widgets import Dashboard, Refresher
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _until(condition, timeout: float = 20.0) -> bool:
-    """Poll `condition` until true or timeout (a wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_dashboard_static_fallback_summarises_every_panel(lab_host):
@@ -61,10 +49,10 @@ def test_selecting_an_isolation_event_selects_its_vm_and_page():
         assert dash.memory.selected_frame == dash.isolation.selected_event["pc_frame"]
 
 
-def test_start_runs_in_the_background_and_stop_ends_both_threads(lab_host, capsys):
+def test_start_runs_in_the_background_and_stop_ends_both_threads(lab_host, capsys, until):
     """start() returns at once; the refresh loop redraws; stop() ends runner and loop; no output."""
     dash = Dashboard(lab_host, chunk_insns=500_000).start(live=True)
-    assert _until(lambda: dash.refresher.ticks > 2 and lab_host.clock > 0)
+    assert until(lambda: dash.refresher.ticks > 2 and lab_host.clock > 0)
     assert dash.stop(timeout=10)
     assert not dash.runner.alive and not dash.refresher.alive
     assert dash.runner.state == "stopped"
@@ -80,7 +68,7 @@ def test_start_outside_a_kernel_does_not_start_the_refresh_loop(lab_host):
         assert dash.stop(timeout=10)
 
 
-def test_refresher_survives_a_failing_redraw(caplog):
+def test_refresher_survives_a_failing_redraw(caplog, until):
     """A redraw that raises is logged and counted; the loop goes on until stopped."""
     calls = []
 
@@ -89,7 +77,58 @@ def test_refresher_survives_a_failing_redraw(caplog):
         raise ValueError("bad frame")
 
     loop = Refresher(redraw, hz=60).start()
-    assert _until(lambda: len(calls) >= 3)
+    assert until(lambda: len(calls) >= 3)
     assert loop.stop()
     assert loop.errors == len(calls)
     assert any("bad frame" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_slow_panels_wait_for_their_tick_unless_their_own_action_took_effect(monkeypatch):
+    """Between two slow ticks only the VMs panel's status line redraws, and a panel whose slider was used."""
+    from labvmm.widgets import dashboard as dashboard_module
+
+    monkeypatch.setattr(dashboard_module, "SLOW_INTERVAL", 3600.0)  # no slow tick but the first
+    host = Host(memory_mib=64)
+    for name in ("compute", "other"):
+        host.create_vm("compute", name=name, memory_mib=16, params={"iterations": 10**8})
+    host.set_policy("credit")
+    dash = Dashboard(host, chunk_insns=500_000)
+    dash._tick()  # the first tick draws every panel
+    dash.runner.run_once()
+    dash._tick()
+    shown = dash.runner.snapshot().version
+    assert "(500,000 instructions)" in dash.vms.status.value
+    assert dash.vms._shown_version < shown  # the table waits for the next slow tick
+    assert dash.allocation._shown_version < shown and dash.timeline._shown_version < shown
+    dash.allocation.set_parameter("compute", "weight", 1024)  # applied at once: no thread runs
+    dash._tick()
+    assert dash.allocation._shown_version == dash.runner.snapshot().version
+    assert dash.timeline._shown_version < shown
+    assert "(target 80.0%)" in dash.allocation.legend.value  # 1024 / (1024 + 256), before any new sample
+    dash.refresh()  # refresh() itself always redraws everything
+    assert dash.timeline._shown_version == dash.runner.snapshot().version
+
+
+def test_a_command_wakes_the_refresh_loop(lab_host, until):
+    """The runner kicks the refresh loop after a command: the loop redraws without waiting a tick."""
+    dash = Dashboard(lab_host, chunk_insns=500_000, hz=0.001)  # no scheduled redraw after the first
+    dash.start(live=True)
+    try:
+        assert until(lambda: dash.refresher.ticks >= 1)
+        ticks = dash.refresher.ticks
+        dash.runner.submit(lambda: None).result(timeout=10)
+        assert until(lambda: dash.refresher.ticks > ticks)
+    finally:
+        assert dash.stop(timeout=10)
+
+
+def test_a_panel_rate_outside_the_refresh_rate_is_refused(lab_host):
+    """panel_hz must be positive and at most hz: the error names the value."""
+    import pytest
+
+    from labvmm import ConfigError
+    from labvmm.widgets.refresh import DEFAULT_HZ
+
+    for bad in (0, -1, DEFAULT_HZ + 1):
+        with pytest.raises(ConfigError, match=rf"panel_hz must be in \(0, hz={DEFAULT_HZ}\], got {bad}"):
+            Dashboard(lab_host, panel_hz=bad)

@@ -308,3 +308,65 @@ class TestStaticFallback:
         for vm in three_vm_host.vms.values():
             assert vm_color(vm.id) in present, vm.name
         assert FREE_COLOR in present
+
+
+class TestWithARunner:
+    """With the dashboard's runner, the selected page comes from its snapshots, never from the running host."""
+
+    def test_the_hexdump_is_the_page_of_the_newest_snapshot(self, three_vm_host, timers):
+        from labvmm.widgets import Runner
+
+        runner = Runner(three_vm_host)
+        widget = make_map(three_vm_host, timers, runner=runner)
+        first = three_vm_host.vm("first")
+        run = first.memory.runs[0]
+        first.memory.write(run.guest_addr, b"before")
+        widget.selected_frame = run.first_frame
+        assert runner.watched_frame == run.first_frame
+        assert widget.selected_info["owner"] == "first"
+        assert "|before" in widget.selected_info["hexdump"]
+        first.memory.write(run.guest_addr, b"after!")  # the host changes; the widget shows snapshots only
+        timers.now += 1
+        widget.refresh()
+        assert "|before" in widget.selected_info["hexdump"]
+        runner.run_once()  # a new snapshot, and with it the page as it is now
+        snap = runner.snapshot()
+        widget.update(snap.owners, snap.owner_names, page=snap.page)
+        assert "|after!" in widget.selected_info["hexdump"]
+        widget.selected_frame = -1
+        assert runner.watched_frame is None and widget.selected_info == {}
+
+
+class TestSharedFrames:
+    """Frames mapped into two VMs are sent as a bit mask and have their own legend entry."""
+
+    def test_a_shared_mask_travels_as_bits_with_a_legend_entry(self, three_vm_host, comms, timers):
+        widget = make_map(three_vm_host, timers)
+        shared = np.zeros(widget.frame_count, dtype=bool)
+        frames = three_vm_host.vm("middle").memory.runs[0].first_frame + np.arange(3)
+        shared[frames] = True
+        widget.update(three_vm_host.pool.snapshot(), {vm.id: vm.name for vm in three_vm_host.vms.values()},
+                      force=True, shared=shared)
+        state = comms[-1].synced_state()
+        bits = np.unpackbits(np.frombuffer(state["shared"], np.uint8), bitorder="little")[: widget.frame_count]
+        assert np.flatnonzero(bits).tolist() == frames.tolist()
+        entry = state["legend"][-1]
+        assert (entry["code"], entry["frames"]) == (-1, 3) and "shared" in entry["name"]
+        assert state["title"].endswith("3 shared")
+        assert "shared by two or more VMs" in widget.summary()
+        widget.update(three_vm_host.pool.snapshot(), None, force=True, shared=np.zeros(widget.frame_count, dtype=bool))
+        assert widget.shared == b"" and all(e["code"] >= 0 for e in widget.legend)
+
+    def test_pages_shared_between_two_vms_are_shown_with_the_other_vm(self, three_vm_host, timers):
+        """Where the host shares pages (Host.share_pages), the map marks them and the page names the other VM."""
+        if not hasattr(three_vm_host, "share_pages") or not hasattr(three_vm_host.pool, "shared_mask"):
+            pytest.skip("this Host does not share pages")
+        first, late = three_vm_host.vm("first"), three_vm_host.vm("late")
+        three_vm_host.share_pages("first", first.memory.base, "late", late.memory.base, pages=2)
+        widget = make_map(three_vm_host, timers)
+        bits = np.unpackbits(np.frombuffer(widget.shared, np.uint8), bitorder="little")[: widget.frame_count]
+        frames = first.memory.runs[0].first_frame + np.arange(2)
+        assert np.flatnonzero(bits).tolist() == frames.tolist()
+        assert widget.legend[-1]["frames"] == 2
+        widget.selected_frame = int(frames[0])
+        assert widget.selected_info["owner"] == "first" and widget.selected_info["shared_with"] == ["late"]

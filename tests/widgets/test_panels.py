@@ -123,12 +123,18 @@ def test_host_controls_step_quantum_and_policy(runner, lab_host):
 
 
 # -- allocation ----------------------------------------------------------------------------
-def test_weight_slider_moves_the_measured_share():
-    """Moving a VM's weight slider to three times the other's gives it three quarters of the CPU."""
+def _two_computes() -> Host:
+    """a and b, two CPU-bound guests under the credit policy (equal weights)."""
     host = Host(memory_mib=64)
     host.set_policy("credit")
     for name in ("a", "b"):
         host.create_vm("compute", name=name, memory_mib=16, params={"iterations": 10**9})
+    return host
+
+
+def test_weight_slider_moves_the_measured_share():
+    """Moving a VM's weight slider to three times the other's gives it three quarters of the CPU."""
+    host = _two_computes()
     runner = Runner(host, chunk_insns=1_000_000)
     panel = AllocationPanel(host, runner)
     runner.step(10_000_000)
@@ -141,6 +147,23 @@ def test_weight_slider_moves_the_measured_share():
     assert host.cpu_shares(since)["a"] == pytest.approx(0.75, abs=0.02)
     panel.refresh()
     assert panel.sliders[("a", "weight")].value == 768
+
+
+def test_an_older_snapshot_does_not_move_a_slider_back():
+    """A snapshot taken before a slider's value was applied leaves the slider where the user put it."""
+    host = _two_computes()
+    runner = Runner(host, chunk_insns=1_000_000)
+    panel = AllocationPanel(host, runner)
+    runner.run_once()
+    panel.refresh()
+    older = runner.snapshot()  # weight 256
+    panel.sliders[("a", "weight")].value = 900
+    panel.update(older)  # e.g. a redraw that was already under way with the snapshot before
+    assert panel.sliders[("a", "weight")].value == 900
+    panel.sliders[("a", "weight")].value = 300
+    runner.submit(lambda: host.configure_vm("a", weight=400))  # changed elsewhere afterwards
+    panel.refresh()
+    assert panel.sliders[("a", "weight")].value == 400  # newer snapshots are followed again
 
 
 def test_sliders_follow_the_policy(lab_host, runner):

@@ -113,3 +113,69 @@ def test_bad_chunk_size_is_refused(lab_host):
     """The chunk is a positive number of instructions."""
     with pytest.raises(LabvmmError, match="chunk_insns"):
         Runner(lab_host, chunk_insns=0)
+
+
+def test_listeners_are_told_once_a_command_took_effect(lab_host, until):
+    """After a command, the runner publishes a snapshot showing it and then calls its listeners."""
+    lab_host.set_policy("credit")
+    runner = Runner(lab_host, chunk_insns=200_000)
+    seen = []
+    runner.listeners.append(lambda: seen.append(runner.snapshot().vms["compute"].scheduling["weight"]))
+    runner.start()
+    try:
+        runner.submit(lambda: lab_host.configure_vm("compute", weight=700)).result(timeout=10)
+        assert until(lambda: 700 in seen)
+        assert seen[seen.index(700):] == [700] * len(seen[seen.index(700):])  # never an older snapshot after it
+    finally:
+        assert runner.stop(timeout=10)
+
+
+def test_target_share_follows_a_new_weight_without_waiting_for_a_sample():
+    """The target share in a snapshot is the policy's at that moment, not the last sample's."""
+    host = Host(memory_mib=64)
+    for name in ("a", "b"):
+        host.create_vm("compute", name=name, memory_mib=16, params={"iterations": 10**8})
+    host.set_policy("credit")
+    runner = Runner(host, chunk_insns=2_000_000)
+    runner.run_once()
+    assert runner.snapshot().vms["a"].target_share == pytest.approx(0.5)
+    runner.submit(lambda: host.configure_vm("a", weight=768))  # no chunk, so no sample, runs after it
+    assert runner.snapshot().vms["a"].target_share == pytest.approx(0.75)
+    assert runner.snapshot().vms["b"].target_share == pytest.approx(0.25)
+
+
+def test_a_watched_frame_comes_with_every_snapshot(runner, lab_host):
+    """watch_frame puts the frame's owner, guest address and first bytes into snapshots."""
+    compute = lab_host.vm("compute")
+    run = compute.memory.runs[0]
+    runner.watch_frame(run.first_frame + 2)
+    address = run.guest_addr + 2 * 4096
+    compute.memory.write(address, b"watched page")
+    runner.run_once()
+    page = runner.snapshot().page
+    assert (page["frame"], page["owner"], page["owner_id"], page["guest_address"]) == (
+        run.first_frame + 2, "compute", compute.id, address)
+    assert page["data"] == compute.read_memory(address, 256)
+    runner.watch_frame(None)
+    assert runner.snapshot().page is None
+    with pytest.raises(LabvmmError, match="frame must be an integer"):
+        runner.watch_frame(lab_host.pool.frame_count)
+
+
+def test_unchanged_parts_are_shared_and_samples_match_the_monitor(runner, lab_host):
+    """Snapshots share what did not change; the incrementally kept samples equal a fresh copy."""
+    first = runner.snapshot()
+    for _ in range(12):  # 6 M instructions: more than the 300 samples a snapshot keeps
+        runner.run_once()
+    snap = runner.snapshot()
+    assert snap.owners is first.owners  # no VM came or went: the same table
+    assert snap.isolation is first.isolation
+    for name, buffer in lab_host.monitor.samples.items():
+        expected = [(s.time_insns, s.cpu_share, s.target_share) for s in list(buffer)[-300:]]
+        assert snap.samples[name] == expected
+    lab_host.destroy_vm("hello")
+    runner.run_once()
+    after = runner.snapshot()
+    assert after.owners is not first.owners
+    assert (after.owners == lab_host.pool.owner).all()
+
