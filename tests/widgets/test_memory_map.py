@@ -359,8 +359,6 @@ class TestSharedFrames:
 
     def test_pages_shared_between_two_vms_are_shown_with_the_other_vm(self, three_vm_host, timers):
         """Where the host shares pages (Host.share_pages), the map marks them and the page names the other VM."""
-        if not hasattr(three_vm_host, "share_pages") or not hasattr(three_vm_host.pool, "shared_mask"):
-            pytest.skip("this Host does not share pages")
         first, late = three_vm_host.vm("first"), three_vm_host.vm("late")
         three_vm_host.share_pages("first", first.memory.base, "late", late.memory.base, pages=2)
         widget = make_map(three_vm_host, timers)
