@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: costs the browser a layout and a paint, and with the guests on the same CPUs that is guest
 #: time (benchmarks/browser.py measures it). The VMs panel's status line (virtual time, guest
 #: instructions per second) follows every tick of the refresh loop.
-SLOW_INTERVAL = 0.2
+SLOW_INTERVAL = 1 / 3
 _LIVE: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 _AT_EXIT = []  # [True] once _stop_all is registered
 
@@ -101,8 +101,8 @@ def _memory_view(host, runner):
 class Dashboard(widgets.VBox):
     """Every panel for one host, a Runner that runs it in the background, and a 25 Hz refresh loop.
 
-    The VMs panel's status line redraws at every tick of the refresh loop; the panels 5
-    times a second (SLOW_INTERVAL), all in the same tick; charts 4 times, the memory map when
+    The VMs panel's status line redraws at every tick of the refresh loop; the panels 3
+    times a second (SLOW_INTERVAL), all in the same tick; charts once a second, the memory map when
     the pool changed, and a panel whose button or slider was used redraws as soon as the
     runner has applied it.
 
@@ -110,7 +110,7 @@ class Dashboard(widgets.VBox):
         host: the labvmm Host.
         chunk_insns: virtual time the runner runs between two looks at the UI.
         hz: most redraws per second (the status line's rate).
-        panel_hz: full redraws of the panels per second (default 1 / SLOW_INTERVAL = 5); lower
+        panel_hz: full redraws of the panels per second (default 1 / SLOW_INTERVAL = 3); lower
             it on a small machine to leave the guests more CPU.
     """
 
@@ -198,8 +198,8 @@ class Dashboard(widgets.VBox):
     def _redraw(self, every_panel: bool) -> None:
         snap = self.runner.snapshot()
         now = time.perf_counter()
-        # Half a tick of slack keeps the slow panels on every fifth tick at 25 Hz rather than
-        # every sixth; all of them redraw in the same tick, so the browser lays out once.
+        # Half a tick of slack keeps the slow panels on every eighth tick at 25 Hz rather than
+        # every ninth; all of them redraw in the same tick, so the browser lays out once.
         interval = self.panel_interval if self.panel_interval is not None else SLOW_INTERVAL
         slow = every_panel or now - self._last_slow >= interval - self._tick_interval / 2
         if slow:

@@ -23,7 +23,7 @@ import ipywidgets as widgets
 
 from .runner import Runner, Snapshot, vm_view
 
-CHART_INTERVAL = 0.25  # seconds between two redraws of a live chart (4 per second)
+CHART_INTERVAL = 1.0  # seconds between two redraws of a live chart (each costs the browser a PNG decode and paint)
 
 
 class VmSource:
