@@ -5,7 +5,9 @@ A device is any object with the bus's `Device` protocol (labvmm.bus): an integer
 It may also have:
 
 - `attach(ctx: DeviceContext)`: called once when the VM is built, with what the device may
-  talk to: the VM's virtual clock, its interrupt line on the PLIC, and a one-shot timer;
+  talk to: the VM's virtual clock, its interrupt line on the PLIC, a one-shot timer, the
+  VM's RAM through the checked accessor `ctx.memory` (labvmm.dma: DMA), and
+  `ctx.report_violation` for what a hostile guest asked of it;
 - `reset()`: called when the guest resets the machine (its timer is cancelled first);
 - `compatible`: a string for the device tree node (default "labvmm,device").
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+from .dma import DeviceMemory, FakeRam
 from .errors import ConfigError
 from .memory import PAGE_SIZE
 from .virt import NOMINAL_IPS, UART0_IRQ
@@ -57,11 +60,17 @@ class DeviceFault(Exception):
     """A device's own code failed on an access or a timer: the VM using it is stopped."""
 
 
+#: report_violation(kind, address, size, action, detail): an isolation event (labvmm.isolation).
+ViolationSink = Callable[[str, int, int, str, str], None]
+
+
 class DeviceContext:
-    """What a device of your own may use: virtual time, an interrupt line, a timer.
+    """What a device may use: virtual time, an interrupt line, a timer, the VM's RAM (checked).
 
     Handed to `device.attach(ctx)`. Time is the VM's virtual clock (retired instructions at
     the nominal 100 MIPS, so 10 ns per instruction): the same run always reads the same times.
+    `memory` is the device's `labvmm.dma.DeviceMemory` on its own VM's RAM: every range is
+    checked before the access (DmaError outside RAM), so a device can reach nothing else.
     """
 
     def __init__(
@@ -72,10 +81,19 @@ class DeviceContext:
         irq_line: Callable[[bool], None] | None,
         irq: int | None,
         schedule: Callable[[str, int | None, Callable[[], None] | None], None],
+        memory: DeviceMemory | None = None,
+        report: ViolationSink | None = None,
     ) -> None:
         self.name = name
         self.irq = irq  # the PLIC source number, or None
+        self.memory = memory
         self._now_insns, self._irq_line, self._schedule = now_insns, irq_line, schedule
+        self._report = report
+
+    def report_violation(self, kind: str, address: int, size: int, action: str, detail: str) -> None:
+        """Record an isolation event for what the guest asked of this device (kinds and actions: labvmm.isolation)."""
+        if self._report is not None:
+            self._report(kind, address, size, action, f"device {self.name!r}: {detail}")
 
     def now_ns(self) -> int:
         """Nanoseconds of virtual time since the host started (exact to the instruction)."""
@@ -112,19 +130,26 @@ class ManualContext(DeviceContext):
         rtc.attach(ctx)
         ctx.advance(1_000_000)      # 1 ms later: a timer that came due has fired
         ctx.irq_level               # the level the device drives on its line
+        ctx.ram.data                # 1 MiB of RAM at 0x8000_0000 that ctx.memory reaches
+        ctx.violations              # isolation events the device reported
     """
 
-    def __init__(self, name: str = "device", *, irq: int | None = 11, time_ns: int = 0) -> None:
+    def __init__(self, name: str = "device", *, irq: int | None = 11, time_ns: int = 0,
+                 ram_base: int = 0x8000_0000, ram_size: int = 1 << 20) -> None:
         self.time_ns = time_ns
         self.irq_level = False
         self.irq_changes: list[bool] = []  # every level driven, in order
         self.timer: tuple[int, Callable[[], None]] | None = None  # (virtual time in ns, callback)
+        self.ram = FakeRam(ram_base, ram_size)  # the RAM `memory` reaches: bytes you can inspect
+        self.violations: list[tuple[str, int, int, str, str]] = []  # (kind, address, size, action, detail)
         super().__init__(
             name,
             now_insns=lambda: 0,
             irq_line=self._drive if irq is not None else None,
             irq=irq,
             schedule=self._schedule,
+            memory=DeviceMemory(self.ram, name),
+            report=lambda *event: self.violations.append(event),
         )
 
     def now_ns(self) -> int:

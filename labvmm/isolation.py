@@ -18,6 +18,13 @@ Kinds of event:
 - ``bad-hypercall``: an SBI call refused for a bad pointer, length or parameter (probing an
   unknown extension or function is normal and is no event);
 - ``no-trap-handler``: an exception the guest has no handler installed for.
+- ``bad-dma``: a device was asked (by a descriptor, a queue address or a register the guest
+  wrote) to read or write guest memory outside the VM's RAM; `labvmm.dma` refused the
+  access before a byte moved;
+- ``bad-descriptor``: a malformed virtqueue or request that stays inside RAM: a descriptor
+  chain that loops or is longer than its queue, a buffer in the wrong direction, a bad
+  index, a request header the device cannot parse;
+- ``notify-storm``: a guest notifying a device far more often than it gives it work.
 
 What the VMM did (`action`):
 
@@ -25,7 +32,11 @@ What the VMM did (`action`):
   spec v1.12, table 3.6: cause 1 instruction, 5 load, 7 store/AMO access fault; mtval or
   stval = the faulting address, 3.1.16) and continues in its own trap handler;
 - ``vm-stopped``: the VM was stopped (crashed) with a reason;
-- ``call-refused``: the hypercall returned an SBI error code (SBI v2.0, table 1).
+- ``call-refused``: the hypercall returned an SBI error code (SBI v2.0, table 1);
+- ``device-needs-reset``: the device stopped processing and set DEVICE_NEEDS_RESET in its
+  status (virtio 1.2, 2.1.1): the driver must reset it; the VM and its other devices carry on;
+- ``request-failed``: the device completed the request with an error status (virtio-blk
+  VIRTIO_BLK_S_IOERR, 5.2.6) and carries on.
 
 Which of the first two happens is the VM's `on_violation` policy: ``"stop"`` (the default)
 or ``"fault"``; with ``"fault"`` a guest that has no trap handler is stopped.
@@ -44,9 +55,9 @@ from .memory import FREE, PAGE_SIZE
 
 KINDS = (
     "unmapped-read", "unmapped-write", "unmapped-fetch", "no-device", "bad-device-access", "bad-hypercall",
-    "no-trap-handler",
+    "no-trap-handler", "bad-dma", "bad-descriptor", "notify-storm",
 )
-ACTIONS = ("fault-delivered", "vm-stopped", "call-refused")
+ACTIONS = ("fault-delivered", "vm-stopped", "call-refused", "device-needs-reset", "request-failed")
 POLICIES = ("stop", "fault")
 DEFAULT_POLICY = "stop"
 #: Events kept per log; older ones are dropped and counted in `IsolationLog.dropped`.

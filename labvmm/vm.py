@@ -23,6 +23,7 @@ import numpy as np
 
 from . import sbi, traps
 from .attach import DeviceContext, DeviceFault, DeviceSpec, GuardedDevice
+from .dma import DeviceMemory
 from .bus import MmioBus
 from .devices import Clint, Plic, TestFinisher, Uart16550
 from .errors import ConfigError, GuestMemoryError, LifecycleError
@@ -197,11 +198,21 @@ class VM:
                 irq_line=None if spec.irq is None else self._irq_line(spec.irq),
                 irq=spec.irq,
                 schedule=self._schedule_device_timer,
+                memory=DeviceMemory(self.memory, spec.name, on_write=self._dma_written),
+                report=self._device_violation,
             )
             try:
                 attach(ctx)
             except Exception as exc:
                 raise ConfigError(f"device {spec.name!r}: its attach() raised {exc!r}") from exc
+
+    def _dma_written(self, addr: int, length: int) -> None:
+        """A device wrote guest RAM: drop code translated from those pages (DMA is seen by fetch)."""
+        if self._booted:
+            self.cpu.flush_code(addr & ~0xFFF, (addr + length + 0xFFF) & ~0xFFF)
+
+    def _device_violation(self, kind: str, address: int, size: int, action: str, detail: str) -> None:
+        self._record_violation(kind, self.cpu.pc if self._booted else 0, address, size, action, detail)
 
     def _uart_irq_line(self):
         return self._irq_line(UART0_IRQ)

@@ -358,3 +358,49 @@ def test_a_device_may_drive_its_line_and_read_the_clock_in_attach():
     vm = host.create_vm("hello", memory_mib=16, devices=[DeviceSpec("eager", 0x20_0000, device, irq=12)])
     assert device.seen == host.clock * NS_PER_INSN
     assert vm.plic.state.level & (1 << 12)
+
+
+class _DmaDevice:
+    """A device that copies 8 bytes of guest RAM at the address the guest stores to offset 0."""
+
+    size = 0x1000
+
+    def attach(self, ctx):
+        self.ctx = ctx
+
+    def read(self, offset, size):
+        return 0
+
+    def write(self, offset, size, value):
+        from labvmm.dma import DmaError
+
+        try:
+            self.copied = self.ctx.memory.read(value, 8)
+        except DmaError as exc:
+            self.ctx.report_violation("bad-dma", value, 8, "request-failed", str(exc))
+
+
+def test_a_device_reaches_its_vms_ram_through_the_checked_accessor():
+    """ctx.memory reads the VM's own RAM; a range outside it is refused and logged as an isolation event."""
+    host = Host(memory_mib=16)
+    device = _DmaDevice()
+    vm = host.create_vm("hello", memory_mib=4, devices={"dma": (0x4000_0000, device)}, start=False)
+    assert device.ctx.memory.read(0x8000_0000, 8) == vm.read_memory(0x8000_0000, 8)
+    device.write(0, 8, 0x8000_0000 + 4 * 1024 * 1024 - 4)  # runs 4 bytes past the end of RAM
+    event = host.isolation_log.last()
+    assert (event.vm, event.kind, event.address, event.size, event.action) == ("hello", "bad-dma", 0x803F_FFFC, 8, "request-failed")
+    assert "device 'dma'" in event.detail and "outside the VM's RAM" in event.detail
+
+
+def test_manual_context_gives_a_device_ram_and_collects_its_violations():
+    """ManualContext's memory is plain bytes at 0x8000_0000; reported violations are listed."""
+    from labvmm import ManualContext
+
+    ctx = ManualContext("dma")
+    device = _DmaDevice()
+    device.attach(ctx)
+    ctx.ram.data[:8] = b"abcdefgh"
+    device.write(0, 8, 0x8000_0000)
+    assert device.copied == b"abcdefgh"
+    device.write(0, 8, 0x10)
+    assert [v[:4] for v in ctx.violations] == [("bad-dma", 0x10, 8, "request-failed")]
