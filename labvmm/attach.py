@@ -31,10 +31,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+from .board import VIRT_SLOTS, builtin_irqs, builtin_windows
 from .dma import DeviceMemory, FakeRam
 from .errors import ConfigError
 from .memory import PAGE_SIZE
-from .virt import NOMINAL_IPS, UART0_IRQ
+from .virt import NOMINAL_IPS
 
 #: Largest window a device of your own may have (the PLIC, the largest built-in, has 6 MiB).
 MAX_WINDOW = 16 << 20
@@ -42,8 +43,8 @@ MAX_WINDOW = 16 << 20
 FIRST_IRQ, LAST_IRQ = 1, 95
 ACCESS_SIZES = (1, 2, 4, 8)
 NS_PER_SECOND = 1_000_000_000
-#: Names of the built-in devices on every VM's bus.
-BUILTIN_NAMES = ("test-finisher", "clint", "plic", "uart0")
+#: Names of the built-in devices on every VM's bus (the board's slots).
+BUILTIN_NAMES = tuple(slot.name for slot in VIRT_SLOTS)
 DEFAULT_COMPATIBLE = "labvmm,device"
 
 
@@ -266,11 +267,11 @@ def normalize_devices(devices) -> list[DeviceSpec]:
     return specs
 
 
-def check_devices(devices, *, ram_base: int, ram_size: int, builtin: list[tuple[str, int, int]]) -> list[DeviceSpec]:
-    """Check devices against each other, RAM and the built-in windows [(name, base, size)]; raises ConfigError."""
+def check_devices(devices, *, ram_base: int, ram_size: int) -> list[DeviceSpec]:
+    """Check devices against each other, RAM and the board's built-in slots; raises ConfigError."""
     specs = normalize_devices(devices)
-    windows = [("RAM", ram_base, ram_size)] + list(builtin)
-    irqs = {UART0_IRQ: "uart0"}
+    windows = [("RAM", ram_base, ram_size), *builtin_windows()]
+    irqs = builtin_irqs()
     names: set[str] = set()
     for spec in specs:
         name = spec.name

@@ -1,15 +1,15 @@
-"""Flattened devicetree (DTB): a writer, a validating reader, and the `virt` machine's tree.
+"""Flattened devicetree (DTB): a writer, a validating reader, and where a blob goes in RAM.
 
 Format: Devicetree Specification v0.4, chapter 5 "Flattened Devicetree (DTB) Format".
-Names: section 2.2 (node and property names). Bindings and the layout of `virt_dtb` follow
-QEMU 7.2's RISC-V `virt` machine (hw/riscv/virt.c) and the Linux binding names it uses.
+Names: section 2.2 (node and property names). The `virt` machine's tree is built from the
+board table (labvmm.board.device_tree), each device slot bringing its own node.
 """
 
 from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Section 5.2: header fields are big-endian u32; version 17 is read by anything >= 16.
@@ -338,115 +338,27 @@ def parse_dtb(blob: bytes) -> Node:
             raise ValueError(f"bad token {token:#010x} at offset {pos - 4:#x}")
 
 
-# --- the `virt` machine (QEMU 7.2 hw/riscv/virt.c memory map and fdt)
-
-VIRT_TEST_BASE, VIRT_TEST_SIZE = 0x0010_0000, 0x1000
-VIRT_CLINT_BASE, VIRT_CLINT_SIZE = 0x0200_0000, 0x1_0000
-VIRT_PLIC_BASE, VIRT_PLIC_SIZE = 0x0C00_0000, 0x60_0000
-VIRT_UART0_BASE, VIRT_UART0_SIZE = 0x1000_0000, 0x100
-
-# Phandles numbered as QEMU 7.2 numbers them, so dumps compare line by line.
-_PH_CPU, _PH_INTC, _PH_PLIC, _PH_TEST = 1, 2, 3, 4
-# RISC-V privileged spec, mip/mie bit numbers used as cpu-intc interrupt specifiers.
-_IRQ_M_SOFT, _IRQ_M_TIMER, _IRQ_S_EXT, _IRQ_M_EXT = 3, 7, 9, 11
-
-
-def virt_dtb(*, ram_base: int, ram_size: int, bootargs: str = "",
-             timebase_hz: int = 10_000_000, isa: str = "rv64imafdc",
-             mmu_type: str = "riscv,sv39", uart_irq: int = 10, plic_ndev: int = 95,
-             uart_clock_hz: int = 3_686_400,
-             virtio_slots: Sequence[tuple[int, int, int]] = (),
-             extra_devices: Sequence[tuple[str, int, int, str, int | None]] = ()) -> bytes:
-    """Return the DTB of a one-hart `virt` machine; virtio_slots are (base, size, irq).
-
-    extra_devices are devices of your own (labvmm.attach): (name, base, size, compatible,
-    irq or None), each a node `<name>@<base>` under /soc.
-    """
-    if ram_size <= 0:
-        raise ValueError(f"ram_size {ram_size:#x} must be positive")
-    for irq in [uart_irq, *(slot[2] for slot in virtio_slots), *(d[4] for d in extra_devices if d[4] is not None)]:
-        if not 1 <= irq <= plic_ndev:
-            raise ValueError(f"interrupt {irq} is outside the PLIC's sources 1..{plic_ndev}")
-
-    def interrupts_on_plic(irq: int) -> dict[str, bytes]:
-        return {"interrupts": u32(irq), "interrupt-parent": u32(_PH_PLIC)}
-
-    chosen = Node("chosen", {"stdout-path": string(f"/soc/serial@{VIRT_UART0_BASE:x}")})
-    if bootargs:
-        chosen.set("bootargs", string(bootargs))
-    intc = Node("interrupt-controller", {
-        "#interrupt-cells": u32(1),
-        "#address-cells": u32(0),  # not in QEMU 7.2's tree; dtc warns without it
-        "interrupt-controller": EMPTY, "compatible": string("riscv,cpu-intc"),
-        "phandle": phandle(_PH_INTC)})
-    cpu = Node("cpu@0", {
-        "phandle": phandle(_PH_CPU), "device_type": string("cpu"), "reg": u32(0),
-        "status": string("okay"), "compatible": string("riscv"),
-        "riscv,isa": string(isa), "mmu-type": string(mmu_type)}, [intc])
-    soc_devices = [
-        Node(f"test@{VIRT_TEST_BASE:x}", {
-            "phandle": phandle(_PH_TEST),
-            "reg": reg([(VIRT_TEST_BASE, VIRT_TEST_SIZE)]),
-            "compatible": strings("sifive,test1", "sifive,test0", "syscon"),
-        }),
-        Node(f"clint@{VIRT_CLINT_BASE:x}", {
-            "interrupts-extended": u32(_PH_INTC, _IRQ_M_SOFT, _PH_INTC, _IRQ_M_TIMER),
-            "reg": reg([(VIRT_CLINT_BASE, VIRT_CLINT_SIZE)]),
-            "compatible": strings("sifive,clint0", "riscv,clint0"),
-        }),
-        Node(f"plic@{VIRT_PLIC_BASE:x}", {
-            "phandle": phandle(_PH_PLIC),
-            # QEMU 7.2 writes 96, one past its last source; later QEMU and labvmm's PLIC: 95.
-            "riscv,ndev": u32(plic_ndev),
-            "reg": reg([(VIRT_PLIC_BASE, VIRT_PLIC_SIZE)]),
-            "interrupts-extended": u32(_PH_INTC, _IRQ_M_EXT, _PH_INTC, _IRQ_S_EXT),
-            "interrupt-controller": EMPTY,
-            "compatible": strings("sifive,plic-1.0.0", "riscv,plic0"),
-            "#address-cells": u32(0),
-            "#interrupt-cells": u32(1),
-        }),
-        Node(f"serial@{VIRT_UART0_BASE:x}", {
-            **interrupts_on_plic(uart_irq),
-            "clock-frequency": u32(uart_clock_hz),
-            "reg": reg([(VIRT_UART0_BASE, VIRT_UART0_SIZE)]),
-            "compatible": string("ns16550a"),
-        }),
-        *(Node(f"virtio_mmio@{base:x}", {
-            **interrupts_on_plic(irq),
-            "reg": reg([(base, size)]),
-            "compatible": string("virtio,mmio"),
-        }) for base, size, irq in virtio_slots),
-        *(Node(f"{name}@{base:x}", {
-            **(interrupts_on_plic(irq) if irq is not None else {}),
-            "reg": reg([(base, size)]),
-            "compatible": string(compatible),
-        }) for name, base, size, compatible, irq in extra_devices),
-    ]
-    root = Node("", {
-        "#address-cells": u32(2), "#size-cells": u32(2),
-        "compatible": string("riscv-virtio"), "model": string("riscv-virtio,qemu"),
-    }, [
-        chosen,
-        Node(f"memory@{ram_base:x}", {"device_type": string("memory"),
-                                      "reg": reg([(ram_base, ram_size)])}),
-        Node("cpus", {"#address-cells": u32(1), "#size-cells": u32(0),
-                      "timebase-frequency": u32(timebase_hz)}, [cpu]),
-        Node("soc", {"#address-cells": u32(2), "#size-cells": u32(2),
-                     "compatible": string("simple-bus"), "ranges": EMPTY}, soc_devices),
-        # Linux bindings power/reset/syscon-poweroff and syscon-reboot, on the test finisher.
-        Node("poweroff", {"value": u32(0x5555), "offset": u32(0), "regmap": u32(_PH_TEST),
-                          "compatible": string("syscon-poweroff")}),
-        Node("reboot", {"value": u32(0x7777), "offset": u32(0), "regmap": u32(_PH_TEST),
-                        "compatible": string("syscon-reboot")}),
-    ])
-    return root.to_dtb()
-
+# --- where the blob goes in RAM (the tree itself comes from the board: labvmm.board)
 
 _MiB, _GiB = 1 << 20, 1 << 30
 
 
-def place_dtb(ram_base: int, ram_size: int, dtb_size: int) -> int:
-    """Return the guest-physical address for a DTB of dtb_size bytes, as QEMU 7.2 places it."""
+def place_dtb(ram_base: int, ram_size: int, dtb_size: int, above: int | None = None) -> int:
+    """Return the guest-physical address for a DTB of dtb_size bytes, as QEMU 7.2 places it.
+
+    `above`: the end of what is loaded below it (an image): when QEMU's spot would overlap
+    it, the blob goes just below the top of RAM instead; ValueError when there is no room.
+    """
+    addr = _qemu_dtb_address(ram_base, ram_size, dtb_size)
+    if above is not None and addr < above:
+        addr = (ram_base + ram_size - dtb_size) & ~0xFFF
+        if addr < above:
+            raise ValueError(f"{ram_size // 1024} KiB of RAM leaves no room for the device tree "
+                             f"after the image (ends at 0x{above:x})")
+    return addr
+
+
+def _qemu_dtb_address(ram_base: int, ram_size: int, dtb_size: int) -> int:
     if ram_size <= 0 or dtb_size <= 0:
         raise ValueError(f"ram_size {ram_size:#x} and dtb_size {dtb_size:#x} must be positive")
     if dtb_size > ram_size:

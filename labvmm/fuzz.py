@@ -347,7 +347,7 @@ class SbiHarness:
 
     def run_one(self, eid: int, fid: int, args: tuple[int, ...], feed: bytes = b"") -> object:
         """One M-mode ecall (mtvec = 0: answered as SBI) by the attacker; raises Escape on a broken rule."""
-        from .vm import handle_trap
+        from .exit_handlers import handle_trap
 
         vm = self.attacker
         if feed:
@@ -355,7 +355,7 @@ class SbiHarness:
         args = tuple(a & MASK64 for a in args) + (0,) * (6 - len(args))
         console_before, events_before = vm.console.total, vm.isolation_events.total
         call = Hypercall(eid=eid & MASK64, fid=fid & MASK64, args=args[:6], pc=RAM_BASE, privilege=3)
-        result = handle_trap(vm, call)
+        result = handle_trap(vm.exit_context, call)
         a0, a1 = vm.cpu.read_gpr("a0"), vm.cpu.read_gpr("a1")
         _require(result is None or isinstance(result, (Halt, Reset, Yield)), f"{call} ended with {result!r}")
         legacy = call.eid in (sbi.EID_LEGACY_SET_TIMER, sbi.EID_LEGACY_PUTCHAR, sbi.EID_LEGACY_GETCHAR,

@@ -15,6 +15,7 @@ The handler is a plain function over a `SbiEnv` so tests can drive it with a fak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,6 +100,36 @@ class SbiEnv(Protocol):
     def console_read(self, limit: int) -> bytes: ...
 
     def set_timer(self, stime: int) -> None: ...
+
+
+class VmSbiEnv:
+    """The `SbiEnv` of one VM: its id, its RAM (bounds-checked), its console and its S-mode timer."""
+
+    def __init__(self, vm_id: int, vm_count: Callable[[], int], memory, console_write: Callable[[bytes], None],
+                 console_read: Callable[[int], bytes], set_timer: Callable[[int], None]) -> None:
+        self.vm_id = vm_id
+        self._vm_count, self._memory = vm_count, memory
+        self.console_write, self.console_read, self.set_timer = console_write, console_read, set_timer
+
+    @property
+    def vm_count(self) -> int:
+        """How many VMs the host has (what labvmm's "how many VMs" call returns)."""
+        return self._vm_count()
+
+    def guest_contains(self, addr: int, length: int) -> bool:
+        """True when [addr, addr+length) lies inside the VM's RAM (a check, nothing copied)."""
+        return self._memory.contains(addr, length)
+
+    def guest_read(self, addr: int, length: int) -> bytes | None:
+        """Guest RAM bytes, or None when the range is not entirely inside RAM."""
+        return self._memory.read(addr, length) if self._memory.contains(addr, length) else None
+
+    def guest_write(self, addr: int, data: bytes) -> bool:
+        """Write guest RAM; False when the range is not entirely inside RAM."""
+        if not self._memory.contains(addr, len(data)):
+            return False
+        self._memory.write(addr, data)
+        return True
 
 
 @dataclass(frozen=True)

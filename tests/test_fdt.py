@@ -13,7 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labvmm.fdt import (EMPTY, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC, FDT_PROP, Node,
-                        parse_dtb, phandle, place_dtb, reg, string, strings, u32, u64, virt_dtb)
+                        parse_dtb, phandle, place_dtb, reg, string, strings, u32, u64)
+
+from labvmm.board import VIRT_SLOTS, DeviceSlot, device_tree, virtio_node
+
+
+def virt_dtb(*, ram_base, ram_size, bootargs="", virtio_slots=(), uart_irq=None, **kwargs):
+    """The board's tree with `virtio_slots` (base, size, irq) added as virtio-mmio rows."""
+    slots = list(VIRT_SLOTS)
+    if uart_irq is not None:
+        slots = [s if s.name != "uart0" else DeviceSlot(s.name, s.base, s.size, s.factory, uart_irq, s.node)
+                 for s in slots]
+    slots += [DeviceSlot("virtio", base, size, lambda w: None, irq, virtio_node) for base, size, irq in virtio_slots]
+    return device_tree(slots, ram_base=ram_base, ram_size=ram_size, bootargs=bootargs, **kwargs)
 
 RAM_BASE = 0x8000_0000
 MiB = 1 << 20

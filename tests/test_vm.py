@@ -11,7 +11,8 @@ import pytest
 
 from labvmm import ConfigError, GuestMemoryError, LifecycleError, VMState
 from labvmm.exits import Fault, Mmio
-from labvmm.vm import ConsoleBuffer, handle_mmio
+from labvmm.exit_handlers import handle_mmio
+from labvmm.vm import ConsoleBuffer
 
 RAM = 0x8000_0000
 UART = 0x1000_0000
@@ -188,8 +189,8 @@ def test_console_buffer_keeps_the_newest_bytes_and_counts_the_rest():
 # -- exits: MMIO ------------------------------------------------------------------------------------
 def test_handle_mmio_dispatches_to_the_device_at_its_offset(vm):
     """A UART LSR read and THR write reach the UART through the bus."""
-    assert handle_mmio(vm, Mmio(UART + 5, 1, False)) == 0x60
-    handle_mmio(vm, Mmio(UART, 1, True, ord("Z")))
+    assert handle_mmio(vm.exit_context, Mmio(UART + 5, 1, False)) == 0x60
+    handle_mmio(vm.exit_context, Mmio(UART, 1, True, ord("Z")))
     assert vm.console_text() == "Z"
 
 

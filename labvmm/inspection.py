@@ -1,0 +1,130 @@
+"""Looking at a VM from outside: registers, memory, dirty pages, its state hash and report.
+
+`Inspection` is the read side of `labvmm.vm.VM` (a base class of it): what notebooks,
+widgets, the CLI and tests use to see a VM without touching its CPU's internals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+
+import numpy as np
+
+from .errors import ConfigError, GuestMemoryError, LifecycleError
+from .memory import PAGE_SIZE
+from .vcpu import ABI_NAMES, CSR_NAMES, PRIV_NAMES
+
+
+class Inspection:
+    """Registers, memory, dirty pages, state hash and report of a VM (see labvmm.vm.VM)."""
+
+    def _alive(self) -> None:
+        if self.state.value == "destroyed":  # its frames may belong to another VM by now
+            raise LifecycleError(f"VM {self.name!r} is destroyed")
+
+    def reg(self, name: str) -> int:
+        """A register by name: x0-x31, ABI names, pc, priv, or a CSR (mstatus, satp, ...)."""
+        self._alive()
+        if not isinstance(name, str):
+            raise ConfigError(f"a register is named by a string (a0, pc, mstatus, ...), got {type(name).__name__} {name!r}")
+        key = name.lower()
+        if key == "pc":
+            return self.cpu.pc
+        if key in ("priv", "privilege"):
+            return self.cpu.get_privilege()
+        if key in CSR_NAMES:
+            return self.cpu.read_csr(key)
+        try:
+            return self.cpu.read_gpr(key)
+        except KeyError:
+            raise ConfigError(
+                f"no register named {name!r} (expected x0-x31, an ABI name like a0 or sp, pc, priv, "
+                f"or a CSR: {', '.join(CSR_NAMES)})"
+            ) from None
+
+    def registers(self) -> dict[str, int]:
+        """pc, privilege, the 32 general registers by ABI name, and the CSRs labvmm names."""
+        self._alive()
+        out = {"pc": self.cpu.pc, "priv": self.cpu.get_privilege()}
+        out.update(zip(ABI_NAMES, self.cpu.gprs()))
+        out.update(self.cpu.csrs())
+        return out
+
+    def dirty_pages(self) -> list[int]:
+        """Guest addresses of the pages written since the previous call (first call: every non-zero page).
+
+        Pages are compared by fingerprint with the previous epoch (DESIGN.md: compare page
+        hashes with numpy); write-protect tracking, as KVM does it, is an assignment.
+        """
+        self._alive()
+        current = self.memory.page_fingerprints()
+        previous = self._page_epoch if self._page_epoch is not None else np.zeros_like(current)
+        changed = np.flatnonzero(current != previous)
+        self._page_epoch = current
+        return [self.memory.base + int(i) * PAGE_SIZE for i in changed]
+
+    def remap_memory(self, addr: int, length: int) -> None:
+        """Point the vCPU at the frames `memory` now has behind [addr, addr+length) (`Host.share_pages`)."""
+        self._alive()
+        for guest, host, size in self.memory.host_pointers_in(addr, length, whole_runs=True):
+            self.cpu.remap_ram(guest, host, size)
+        self._digest_cache = None
+
+    def read_memory(self, addr: int, length: int) -> bytes:
+        """Guest-physical RAM bytes (raises GuestMemoryError outside RAM)."""
+        self._alive()
+        for what, value in (("addr", addr), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise GuestMemoryError(f"read_memory {what} must be an integer, got {type(value).__name__} {value!r}")
+        return self.memory.read(addr, length)
+
+    def state_hash(self) -> str:
+        """SHA-256 over everything that defines the VM's state (registers, RAM, devices, output)."""
+        h = hashlib.sha256()
+        h.update(repr((self.name, self.state.value, self.exit_code, self.crash_reason, self.instructions)).encode())
+        if self.state.value != "destroyed":
+            h.update(repr(sorted(self.registers().items())).encode())
+            h.update(self._memory_digest())
+            for name, state in self.board.states():
+                h.update(repr((name, asdict(state))).encode())
+        h.update(bytes(self.console.data))
+        return h.hexdigest()
+
+    def _memory_digest(self) -> bytes:
+        # RAM only changes while the VM runs (or resets), so the digest of a stopped VM is
+        # cached on its instruction count: hashing 128 MiB costs ~0.1 s.
+        key = (self.instructions, self.slices, self.resets)
+        if self.memory.shared_ranges():  # another VM (or the host) may have written a shared page since
+            self._digest_cache = None
+            return self.memory.digest()
+        if self._digest_cache is None or self._digest_cache[0] != key:
+            self._digest_cache = (key, self.memory.digest())
+        return self._digest_cache[1]
+
+    def report(self) -> dict:
+        """A plain-data summary (the CLI's JSON per VM)."""
+        alive = self.state.value != "destroyed"
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "exit_code": self.exit_code,
+            "crash_reason": self.crash_reason,
+            "instructions": self.instructions,
+            "slices": self.slices,
+            "memory_kib": self.memory.size // 1024,
+            "privilege": PRIV_NAMES.get(self.cpu.get_privilege(), "?") if alive else None,
+            "console": self.console_text(),
+            "console_bytes": self.console.total,
+            "console_dropped": self.console.dropped,
+            "exits": dict(sorted(self.exits.items())),
+            "wall": {  # wall-clock figures: the only fields that differ between identical runs
+                "guest_seconds": round(self.guest_seconds - self.exit_seconds, 6),
+                "exit_handler_seconds": round(self.exit_seconds, 6),
+            },
+            "state_hash": self.state_hash(),
+        }
+
+
+__all__ = ["Inspection"]

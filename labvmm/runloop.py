@@ -1,0 +1,224 @@
+"""The host's deterministic run loop: who runs next, for how long, and what virtual time does.
+
+`RunLoop` is the scheduling side of `labvmm.host.Host` (a base class of it). Virtual time is
+counted in retired guest instructions (`clock`), shared by every VM on the host as wall time
+is on a real machine. The loop gives the CPU to the VM its scheduling policy picks
+(`labvmm.scheduler`) for a quantum of instructions; a slice also ends early at any VM's next
+timer event (so interrupts arrive on time and a waking VM runs at once), at the end of the
+VM's allowance in the current accounting period (caps and limits), and at the next
+monitoring sample (`labvmm.metrics`). A VM in `wfi` is idle and costs nothing; when no VM can
+run, the clock jumps to the next event. Same setup, same results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+from .errors import ConfigError, LifecycleError
+from .scheduler import PERIOD_INSNS
+from .vm import VM, VMState
+
+if TYPE_CHECKING:
+    from .host import Host
+
+
+class Slice(NamedTuple):
+    """One entry of the scheduler timeline: which VM ran, from when, how long, how it ended."""
+
+    start: int
+    vm: str
+    instructions: int
+    exit: str
+
+
+@dataclass
+class RunResult:
+    """What one call of `Host.run` did."""
+
+    instructions: int = 0  # virtual time that passed, in instructions
+    retired: int = 0  # guest instructions actually retired (idle time excluded)
+    idle_insns: int = 0  # virtual time no VM could use
+    slices: int = 0
+    wall_seconds: float = 0.0
+    stopped_because: str = ""
+    timeline: list[Slice] = field(default_factory=list)  # this run's slices, when recorded
+
+
+def check_positive_int(name: str, value, upper: int | None = None) -> int:
+    """`value` if it is a positive int (not a bool) and at most `upper`, else ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if upper is not None and value > upper:
+        raise ConfigError(f"{name} must be at most {upper}, got {value}")
+    return value
+
+
+class RunLoop:
+    """run / step of a Host, over its `vms`, `policy`, `monitor` and `alarms`."""
+
+    def run(
+        self,
+        max_insns: int | None = None,
+        until: Callable[["Host"], bool] | None = None,
+        record_timeline: bool = False,
+    ) -> RunResult:
+        """Run the VMs until all have stopped, `max_insns` of virtual time passed, or `until(host)`.
+
+        Returns a RunResult; `stopped_because` says which condition ended the run
+        ("all-stopped": no VM is running or paused; "all-paused": no VM is running but some
+        are paused, so resuming one continues; "max-insns"; "until"; "all-idle": every VM
+        waits for input that no timer will bring).
+        """
+        if max_insns is not None:
+            check_positive_int("max_insns", max_insns)
+        if until is not None and not callable(until):
+            raise ConfigError(f"until must be a callable taking the host, got {type(until).__name__} {until!r}")
+        result = RunResult()
+        started = time.perf_counter()
+        try:
+            result.stopped_because = self._loop(result, max_insns, until, record_timeline)
+        finally:
+            result.wall_seconds = time.perf_counter() - started
+            self.wall_seconds += result.wall_seconds
+        return result
+
+    def _loop(self, result: RunResult, max_insns, until, record_timeline) -> str:
+        budget = max_insns
+        while True:
+            if until is not None and until(self):
+                return "until"
+            self._roll_period()
+            running = [vm for vm in self.vms.values() if vm.state == VMState.RUNNING]
+            if not running:
+                paused = any(vm.state == VMState.PAUSED for vm in self.vms.values())
+                return "all-paused" if paused else "all-stopped"
+            if budget is not None and budget <= 0:
+                return "max-insns"
+            wanting = [vm for vm in running if vm.ready()]
+            if self._throttle or getattr(self.policy, "may_cap", True):
+                ready = [vm for vm in wanting if self._allowance_left(vm) != 0]
+            else:  # no caps anywhere: skip the per-VM allowance check (a hot path with many VMs)
+                ready = wanting
+            for vm in ready:
+                if vm.name not in self._was_ready:
+                    self.policy.wake(vm, ready)
+            self._was_ready = {vm.name for vm in ready}
+            horizon = self._horizon(running, budget)
+            if not ready:
+                event = self._next_event_in(running)
+                waits = [event] if event else []
+                if len(wanting) > len(ready):  # capped VMs wait for the next period
+                    waits.append(self._period_end() - self.clock)
+                if not waits:
+                    return "all-idle"
+                skip = min(min(waits), horizon)
+                if budget is not None:
+                    budget -= skip
+                self._advance(skip, result, idle=True)
+                continue
+            vm = self.policy.pick(ready, self.usage)
+            limit = horizon
+            left = self._allowance_left(vm)
+            if left is not None:
+                limit = min(limit, left)
+            start = self.clock
+            retired, exit_value = vm.run_slice(min(self.quantum, limit))
+            self.policy.charge(vm, retired)
+            self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+            entry = Slice(start, vm.name, retired, type(exit_value).__name__)
+            self.timeline.append(entry)
+            if record_timeline:
+                result.timeline.append(entry)
+            result.retired += retired
+            result.slices += 1
+            if budget is not None:
+                budget -= retired
+            self._advance(retired, result)
+
+    def _horizon(self, running: list[VM], budget: int | None) -> int:
+        """How far virtual time may go before the loop must look again."""
+        limits = [self._next_sample - self.clock, self._period_end() - self.clock]
+        event = self._next_event_in(running)
+        if event:
+            limits.append(event)
+        if budget is not None:
+            limits.append(budget)
+        return max(min(limits), 1)
+
+    def _next_event_in(self, running: list[VM]) -> int | None:
+        """Instructions until the earliest timer event of any running VM.
+
+        Kept as an absolute time and recomputed only when a VM's timer moves, a VM starts or
+        stops running, or the event has passed: asking every VM before every slice costs
+        more than the slice's own bookkeeping when there are many VMs.
+        """
+        key = len(running)
+        if self._events_dirty or key != self._events_key or (
+            self._next_event is not None and self._next_event <= self.clock
+        ):
+            waits = [w for w in (vm.insns_until_event() for vm in running) if w]
+            self._next_event = self.clock + min(waits) if waits else None
+            self._events_dirty, self._events_key = False, key
+        return None if self._next_event is None else self._next_event - self.clock
+
+    def _events_moved(self) -> None:
+        self._events_dirty = True
+
+    def _advance(self, insns: int, result: RunResult, idle: bool = False) -> None:
+        """Move the clock on by `insns` (`idle`: time no VM used); sample and judge alarms at boundaries."""
+        self.clock += insns
+        result.instructions += insns
+        if idle:
+            result.idle_insns += insns
+        while self.clock >= self._next_sample:
+            samples = self.monitor.sample(self)
+            self.alarms.evaluate(samples, self.monitor.interval_insns, self)
+            self._next_sample = self.monitor.next_boundary(self.clock)
+
+    def _period_end(self) -> int:
+        return (self.clock // PERIOD_INSNS + 1) * PERIOD_INSNS
+
+    def _roll_period(self) -> None:
+        period = self.clock // PERIOD_INSNS
+        if period != self._period:
+            self._period = period
+            self.usage = {}
+
+    def _allowance_left(self, vm: VM) -> int | None:
+        """Instructions the VM may still run this period (None: no cap)."""
+        cap = self.policy.allowance(vm, PERIOD_INSNS)
+        throttle = self._throttle.get(vm.name)
+        if throttle is not None:
+            cap = PERIOD_INSNS * throttle // 100 if cap is None else min(cap, PERIOD_INSNS * throttle // 100)
+        if cap is None:
+            return None
+        return max(cap - self.usage.get(vm.name, 0), 0)
+
+    def step(self, name: str, count: int = 1) -> int:
+        """Run one VM for exactly up to `count` instructions (it must be running or paused)."""
+        vm = self.vm(name)
+        check_positive_int("count", count)
+        if vm.state not in (VMState.RUNNING, VMState.PAUSED):
+            raise LifecycleError(f"cannot step VM {name!r}: it is {vm.state.value} (expected running or paused)")
+        was_paused = vm.state == VMState.PAUSED
+        vm.state = VMState.RUNNING
+        vm.idle = False
+        start = self.clock
+        started = time.perf_counter()
+        try:
+            retired, exit_value = vm.run_slice(count)
+            self.policy.charge(vm, retired)
+            self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+            self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
+            self._advance(retired, RunResult())
+        finally:  # a step is host wall time too: vmm_seconds() subtracts the guest's part of it
+            self.wall_seconds += time.perf_counter() - started
+        if was_paused and vm.state == VMState.RUNNING:
+            vm.state = VMState.PAUSED
+        return retired
+
+
+__all__ = ["RunLoop", "RunResult", "Slice", "check_positive_int"]
