@@ -41,7 +41,6 @@ class ExitContext:
     record_violation: Recorder
     sbi_env: object  # labvmm.sbi.SbiEnv
     firmware: str  # "guest" or "labvmm"
-    mtime_ticks: Callable[[], int]
     policy: Callable[[], str]  # the VM's on_violation policy, read when a fault happens
     own_instructions: Callable[[], int]  # instructions the hart retired, this slice included
     #: (handler pc, own instructions) at the last trap entry: a handler faulting on its first
@@ -94,13 +93,10 @@ def handle_trap(ctx: ExitContext, event: Trap | Hypercall):
         cause = {PRIV_U: traps.CAUSE_ECALL_U, PRIV_S: traps.CAUSE_ECALL_S}.get(event.privilege, traps.CAUSE_ECALL_M)
         return deliver(ctx, cause, event.pc, 0)
     epc = event.pc - 4  # Unicorn reports exceptions with the PC advanced by 4 (fetch faults too)
-    if event.cause == traps.CAUSE_ILLEGAL_INSTRUCTION:
-        fetched = traps.read_instruction(cpu, ctx.guest_read, epc)  # epc is virtual: through the page tables
-        if fetched is not None and fetched[1] == 4 and traps.emulate_csr(cpu, fetched[0], epc, ctx.mtime_ticks()):
-            ctx.exits["emulated"] += 1
-            return None
-    # mtval/stval as the hart sets it (3.1.16): the pc, the address accessed, or the instruction.
-    return deliver(ctx, event.cause, epc, traps.fault_tval(cpu, ctx.guest_read, event.cause, epc))
+    # mtval/stval as the hart sets it (3.1.16): the address the CPU recorded for a fault, the
+    # instruction bits for an illegal instruction, the pc for a breakpoint.
+    tval = event.tval if event.tval is not None else traps.fault_tval(cpu, ctx.guest_read, event.cause, epc)
+    return deliver(ctx, event.cause, epc, tval)
 
 
 def _is_sbi_call(ctx: ExitContext, call: Hypercall) -> bool:
@@ -124,11 +120,19 @@ def enter_handler(ctx: ExitContext, cause: int, epc: int, tval: int) -> str | No
     own_insns = ctx.own_instructions()
     if ctx.handler_entry == (epc, own_insns):
         return f"its trap handler at 0x{epc:x} faults on its first instruction (cause {cause}): it would re-enter itself forever"
-    # As the firmware of an S-mode guest, labvmm has no M-mode handler of its own: what it
-    # does not emulate goes to the guest kernel's stvec, as OpenSBI redirects it.
-    redirect = ctx.firmware == "labvmm"
-    target, handler = traps.enter_trap(ctx.cpu, cause, epc, tval, redirect_to_s=redirect)
-    if not ctx.ram_contains(handler, 4):
+    cpu = ctx.cpu
+    if ctx.firmware == "labvmm" and not cpu.read_csr("medeleg") >> cause & 1:
+        # As the firmware of an S-mode guest, labvmm has no M-mode handler of its own: what
+        # the guest's kernel did not get delegated goes to its stvec, as OpenSBI redirects it.
+        target, handler = traps.enter_trap(cpu, cause, epc, tval, redirect_to_s=True)
+    elif hasattr(cpu, "enter_trap"):
+        target, handler = cpu.enter_trap(cause, epc, tval)  # the CPU's own trap entry
+    else:  # a test double
+        target, handler = traps.enter_trap(cpu, cause, epc, tval)
+    # A handler fetched without translation must be in RAM; one behind the guest's page
+    # tables (stvec under paging) is fetched through them, and a fault there comes back
+    # here at the handler itself, which the check above turns into a stop.
+    if (target == PRIV_M or cpu.read_csr("satp") >> 60 == 0) and not ctx.ram_contains(handler, 4):
         return f"no trap handler ({'m' if target == PRIV_M else 's'}tvec = 0x{handler:x} is outside RAM)"
     ctx.handler_entry = (handler, own_insns)
     ctx.exits["trap"] += 1

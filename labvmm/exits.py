@@ -28,9 +28,11 @@ class Mmio(NamedTuple):
     value: int = 0
 
 
-@dataclass(frozen=True)
-class Hypercall:
-    """An `ecall` the VMM answers as SBI firmware (a7 = extension, a6 = function)."""
+class Hypercall(NamedTuple):
+    """An `ecall` the VMM answers as SBI firmware (a7 = extension, a6 = function).
+
+    NamedTuples, as `Mmio`: a system-call storm makes one per instruction or two.
+    """
 
     eid: int
     fid: int
@@ -39,13 +41,17 @@ class Hypercall:
     privilege: int
 
 
-@dataclass(frozen=True)
-class Trap:
-    """A synchronous exception reported by the CPU (cause per the privileged spec, 3.1.15)."""
+class Trap(NamedTuple):
+    """A synchronous exception reported by the CPU (cause per the privileged spec, 3.1.15).
+
+    `pc` follows Unicorn's convention (past the instruction by 4); `tval` is the faulting
+    address the CPU recorded for the causes that have one (3.1.16), else None.
+    """
 
     cause: int
     pc: int
     privilege: int
+    tval: int | None = None
 
 
 @dataclass(frozen=True)

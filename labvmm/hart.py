@@ -1,11 +1,10 @@
-"""One hart of a VM: its vCPU, its interrupt lines, its exit handlers, and how a slice runs on it.
+"""One hart of a VM: its vCPU, its interrupt lines, its CSRs, its exit handlers, and a slice on it.
 
-The VM owns its harts; a hart owns what is per hart on real hardware (registers and CSRs in
-its `Vcpu`, its local interrupt lines in `HartInterrupts`, its trap state in the
-`ExitContext`) and runs slices: take a pending machine interrupt, bound the slice by the
-next timer event, watch for an unmasking instruction when an interrupt waits masked, run
-the CPU. Exits reach the handlers of labvmm.exit_handlers through three contained
-callbacks: a VMM or device bug becomes a Fault that stops this VM, never the host.
+The VM owns its harts; a hart owns what is per hart on real hardware: registers in its
+`Vcpu`, its local interrupt lines (`HartInterrupts`), the CSRs labvmm implements on virtual
+time (`HartCsrs`: time, counters, Sstc, envcfg) and its trap state (the `ExitContext`).
+Exits reach the handlers of labvmm.exit_handlers through three contained callbacks: a VMM
+or device bug becomes a Fault that stops this VM, never the host.
 """
 
 from __future__ import annotations
@@ -15,54 +14,59 @@ from collections.abc import Callable
 
 from . import exit_handlers, traps
 from .attach import DeviceFault
+from .csrs import CsrHost, HartCsrs
 from .exits import Fault, Mmio
 from .interrupts import HartInterrupts
 from .vcpu import Vcpu
-
-#: When an interrupt is pending and enabled but masked, re-check this often (instructions).
-MASKED_POLL_INSNS = 1000
-#: ... after watching the guest block by block for this long, so that an interrupt unmasked
-#: within it (a trap handler's tail, an mret) is taken right after the unmasking instruction.
-MASKED_WATCH_INSNS = 20_000
 
 
 class Hart:
     """A hart: build it, map the VM's RAM and devices into it, then `run` slices."""
 
     def __init__(self, hart_id: int, *, clint, plic, mtime_ticks: Callable[[], int],
+                 instructions: Callable[[], int], timer_changed: Callable[[], None],
                  make_context: Callable[["Hart"], exit_handlers.ExitContext], guest_read) -> None:
         self.hart_id = hart_id
+        self.csrs = HartCsrs(CsrHost(
+            privilege=lambda: self.cpu.get_privilege(),
+            mcounteren=lambda: self.cpu.read_csr("mcounteren"),
+            scounteren=lambda: self.cpu.read_csr("scounteren"),
+            # CSR reads happen mid-instruction, which the slice's count already includes: the
+            # clock they read is the one at the start of that instruction.
+            mtime_ticks=lambda: mtime_ticks(-1), instructions=lambda: instructions() + self.cpu.retired_in_slice(),
+            stimecmp_changed=timer_changed, emulated=self._count_emulated))
         self.cpu = Vcpu(on_mmio=self._on_mmio, on_trap=self._on_trap, on_fault=self._on_fault,
-                        fetch=lambda pc: traps.read_instruction(self.cpu, guest_read, pc))
-        self.interrupts = HartInterrupts(self.cpu, clint, plic, mtime_ticks)
+                        fetch=lambda pc: traps.read_instruction(self.cpu, guest_read, pc), csrs=self)
+        self.interrupts = HartInterrupts(self.cpu, clint, plic, mtime_ticks, self.csrs.sstc_deadline)
         self.exit_context = make_context(self)
         self.exit_seconds = 0.0  # wall time in the VMM's exit handlers called from the CPU
-        self._masked_watched = 0  # instructions watched block by block in this masked episode
 
-    def run(self, budget: int, until_event: int | None) -> tuple[int, object, bool]:
-        """Run up to `budget` instructions: (retired, exit value, whether an interrupt was taken first).
+    def run(self, budget: int) -> tuple[int, object, int]:
+        """Run up to `budget` instructions: (retired, exit value, M-level interrupts injected meanwhile)."""
+        before = self.interrupts.injected
+        self.interrupts.sync()  # a timer may have come due while the hart waited
+        retired, exit_value = self.cpu.run(budget)
+        return retired, exit_value, self.interrupts.injected - before
 
-        `until_event`: instructions until the VM's next timer event (0 or None: none to wait for).
-        """
-        taken, masked_waiting = self.interrupts.deliver()
-        if until_event:  # a timer due later: end the slice when it fires (0 = already pending)
-            budget = min(budget, until_event)
-        watch = None
-        if not masked_waiting:
-            self._masked_watched = 0
-        elif self._masked_watched < MASKED_WATCH_INSNS:  # stop right after the unmasking instruction
-            watch = self.interrupts.masked_settled
-            budget = min(budget, MASKED_WATCH_INSNS - self._masked_watched)
-        else:  # masked for long: poll, which costs far less than watching every block
-            budget = min(budget, MASKED_POLL_INSNS)
-        self.interrupts.watching = watch is not None
+    # -- the engine's CSR table calls these (labvmm.unicorn_abi.CsrTable) ---------------------
+    def csr_read(self, csrno: int) -> int | None:
+        """A CSR labvmm implements (labvmm.csrs), or None for an illegal instruction."""
         try:
-            retired, exit_value = self.cpu.run(budget, stop_before_block=watch)
-        finally:
-            self.interrupts.watching = False
-        if watch is not None:
-            self._masked_watched += retired
-        return retired, exit_value, taken
+            return self.csrs.read(csrno)
+        except Exception as exc:  # a VMM bug must not unwind through the engine
+            self.cpu.request_stop(Fault("vmm", self.cpu.pc, reason=f"VMM error reading CSR 0x{csrno:x}: {exc!r}"))
+            return 0
+
+    def csr_write(self, csrno: int, value: int) -> bool:
+        """Store a CSR labvmm implements; False for an illegal instruction."""
+        try:
+            return self.csrs.write(csrno, value)
+        except Exception as exc:
+            self.cpu.request_stop(Fault("vmm", self.cpu.pc, reason=f"VMM error writing CSR 0x{csrno:x}: {exc!r}"))
+            return True
+
+    def _count_emulated(self) -> None:
+        self.exit_context.exits["emulated"] += 1
 
     # -- exit callbacks from the vCPU: timed, and contained ----------------------------------
     def _on_mmio(self, access: Mmio) -> int:
@@ -98,4 +102,4 @@ class Hart:
         self.cpu.close()
 
 
-__all__ = ["Hart", "MASKED_POLL_INSNS", "MASKED_WATCH_INSNS"]
+__all__ = ["Hart"]

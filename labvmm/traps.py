@@ -4,10 +4,12 @@ Unicorn reports synchronous exceptions to the VMM but never delivers them to the
 own trap vector, and it will not raise machine-level interrupts (M-level mip bits are
 read-only through its API). The functions here do what the hart would do, following the
 RISC-V privileged specification (v1.12): trap entry and delegation (3.1.8, 3.1.9, 3.3.1),
-vectored tvec (3.1.7), and CSRs that Unicorn's CPU lacks (`time`, 2.2) emulated after an
-illegal-instruction trap. Unicorn does not report the faulting address either: `fault_tval`
-computes mtval/stval (3.1.16) by reading the instruction at the virtual epc through the
-guest's page tables (`translate`: Bare, Sv39, Sv48, 4.3-4.5) and decoding its address.
+vectored tvec (3.1.7). The vCPU normally has QEMU's own trap entry do it (Vcpu.enter_trap);
+these functions are what labvmm does itself where no CPU instruction is behind the trap (an
+access fault it delivers, a trap redirected to S-mode as SBI firmware does) and what tests
+check against. CSRs Unicorn's CPU lacks are in labvmm.csrs. `fault_tval` computes
+mtval/stval (3.1.16) where the CPU recorded none, by reading the instruction at the virtual
+epc through the guest's page tables (`translate`: Bare, Sv39, Sv48, Sv57, 4.3-4.6) and decoding its address.
 
 They take the vCPU as an argument and use only its register interface, so tests can call
 them with a real or a fake CPU.
@@ -49,8 +51,6 @@ S_LEVEL = MIP_SSIP | MIP_STIP | MIP_SEIP
 PRIORITY = (IRQ_M_EXT, IRQ_M_SOFT, IRQ_M_TIMER, IRQ_S_EXT, IRQ_S_SOFT, IRQ_S_TIMER)
 INTERRUPT_BIT = 1 << 63
 
-CSR_TIME = 0xC01
-OPCODE_SYSTEM = 0x73
 
 
 def trap_vector(tvec: int, cause: int, interrupt: bool) -> int:
@@ -115,42 +115,13 @@ def instruction_length(halfword: int) -> int:
     return 4 if halfword & 3 == 3 else 2
 
 
-def decode_csr_access(inst: int) -> tuple[int, int, int, int] | None:
-    """(csr, funct3, rd, rs1/uimm) for a Zicsr instruction, else None."""
-    if inst & 0x7F != OPCODE_SYSTEM:
-        return None
-    funct3 = (inst >> 12) & 7
-    if funct3 in (0, 4):
-        return None
-    return inst >> 20, funct3, (inst >> 7) & 0x1F, (inst >> 15) & 0x1F
-
-
-def emulate_csr(cpu, inst: int, epc: int, mtime: int) -> bool:
-    """Emulate a read of the `time` CSR (rdtime); True if the instruction was handled.
-
-    Unicorn's CPU has no `time` CSR (it traps as illegal); the VMM answers with the CLINT's
-    mtime, as M-mode firmware does on harts without it. Writes to `time` stay illegal
-    (it is read-only, 2.1). Only the read forms with rs1 = x0 are emulated.
-    """
-    decoded = decode_csr_access(inst)
-    if decoded is None:
-        return False
-    csr, funct3, rd, rs1 = decoded
-    if csr != CSR_TIME or funct3 & 3 == 1 or rs1 != 0:
-        return False
-    if rd:
-        cpu.write_gpr(f"x{rd}", mtime)
-    cpu.pc = epc + 4
-    return True
-
-
 # -- virtual memory: what the hart would fetch or access at a virtual address ----------
 #
 # Unicorn walks the page tables itself while the guest runs, but when it reports an
 # exception the VMM only has the virtual pc. To read the faulting instruction (an emulated
 # CSR, the address a load or store aimed at) it must translate as the hart would: satp's
 # mode and root, the effective privilege (mstatus.MPRV/MPP for loads and stores), and the
-# Sv39/Sv48 walk of privileged spec v1.12, 4.3.2 (Sv48: 4.5).
+# Sv39/Sv48/Sv57 walk of privileged spec v1.12, 4.3.2 (Sv48: 4.5, Sv57: 4.6).
 #
 # Page-table entries and instructions are read with `read(addr, length) -> bytes | None`,
 # which must read guest RAM only (a VM's `guest_read`): a walk through a table a hostile
@@ -160,8 +131,10 @@ def emulate_csr(cpu, inst: int, epc: int, mtime: int) -> bool:
 
 SATP_MODE_SHIFT = 60
 SATP_PPN_MASK = (1 << 44) - 1
-SATP_BARE, SATP_SV39, SATP_SV48 = 0, 8, 9
-_SV_LEVELS = {SATP_SV39: 3, SATP_SV48: 4}
+SATP_BARE, SATP_SV39, SATP_SV48, SATP_SV57 = 0, 8, 9, 10
+#: Levels of the page-table walk per satp mode: every mode the CPU accepts (Unicorn takes
+#: 8, 9 and 10; Linux 6.1 probes satp and picks Sv57 when it sticks).
+_SV_LEVELS = {SATP_SV39: 3, SATP_SV48: 4, SATP_SV57: 5}
 MSTATUS_MPRV = 1 << 17
 MSTATUS_SUM = 1 << 18
 MSTATUS_MXR = 1 << 19
@@ -192,6 +165,8 @@ def translate(cpu, read: Callable[[int, int], bytes | None], vaddr: int, access:
     if access not in (ACCESS_FETCH, ACCESS_LOAD, ACCESS_STORE):
         raise ValueError(f"access must be 'fetch', 'load' or 'store', got {access!r}")
     priv = cpu.get_privilege()
+    if priv == PRIV_M and access == ACCESS_FETCH:
+        return vaddr & _MASK64  # M-mode fetches are never translated
     mstatus = cpu.read_csr("mstatus")
     if access != ACCESS_FETCH and priv == PRIV_M and mstatus & MSTATUS_MPRV:
         priv = (mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT  # MPRV: loads and stores as MPP (3.1.6.3)
@@ -244,6 +219,11 @@ def read_instruction(cpu, read: Callable[[int, int], bytes | None], epc: int) ->
 
     Each halfword is translated on its own: a 4-byte instruction may straddle two pages.
     """
+    if cpu.get_privilege() == PRIV_M and epc & 0xFFF <= 0xFFC:  # untranslated, within a page
+        raw = read(epc, 4)
+        if raw is not None:
+            word = int.from_bytes(raw, "little")
+            return (word, 4) if word & 3 == 3 else (word & 0xFFFF, 2)
     first = _fetch_halfword(cpu, read, epc)
     if first is None:
         return None
@@ -341,7 +321,6 @@ __all__ = [
     "fault_tval",
     "enter_trap",
     "deliverable_m_interrupt",
-    "emulate_csr",
     "trap_vector",
     "instruction_length",
 ]

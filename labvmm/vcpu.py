@@ -12,6 +12,12 @@ about devices, SBI or scheduling. Its collaborators are handed in as callables:
   stopped, so the registers and pc it sets stick (to enter the guest's trap handler); it
   returns the exit value that ends the slice, or None for the Fault itself.
 
+Fast paths. Registers, the pc, the privilege level and the CSRs labvmm uses are read and
+written in the engine's CPU state directly (labvmm.unicorn_abi), not through the API's
+ctypes calls and privilege switches. A trap the guest takes into its own handler is entered
+by QEMU's own trap entry from inside the exception hook, so the slice goes on; interrupt
+lines are driven into mip and QEMU takes the interrupt itself when the hart enables it.
+
 Counting retired instructions. Unicorn stops exactly after `count` instructions but does not
 report how many ran when it stops earlier (at `wfi`, or when a hook stops it). Its internal
 counter lives in the engine's state; `_CounterLocator` finds it once per process by running
@@ -30,6 +36,7 @@ from unicorn import riscv_const as rc
 
 from .errors import VcpuError
 from .exits import BudgetDone, Fault, Hypercall, Idle, Mmio, Preempted, Trap
+from .unicorn_abi import PMP_CSRS, CsrTable, Layout, do_interrupt, u64, uc_address, update_mip
 
 PRIV_U, PRIV_S, PRIV_M = 0, 1, 3
 PRIV_NAMES = {PRIV_U: "U", PRIV_S: "S", PRIV_M: "M"}
@@ -46,12 +53,22 @@ CSR_NAMES = (
     "mvendorid marchid mimpid sstatus sie stvec scounteren sscratch sepc scause stval sip satp"
 ).split()
 
-_GPR_IDS = {f"x{i}": getattr(rc, f"UC_RISCV_REG_X{i}") for i in range(32)}
-_GPR_IDS.update({name: _GPR_IDS[f"x{i}"] for i, name in enumerate(ABI_NAMES)})
-_GPR_IDS["fp"] = _GPR_IDS["x8"]
+_GPR_INDEX = {f"x{i}": i for i in range(32)}
+_GPR_INDEX.update({name: i for i, name in enumerate(ABI_NAMES)})
+_GPR_INDEX["fp"] = 8
 _CSR_IDS = {name: getattr(rc, f"UC_RISCV_REG_{name.upper()}") for name in CSR_NAMES}
 
 _NOP, _WFI = 0x00000013, 0x10500073
+#: The `until` address of every slice: odd, so no RISC-V pc (always 2-byte aligned) reaches it.
+#: (0 is a real address for a paged guest: xv6 runs its first process at virtual 0.)
+UNREACHABLE_PC = 0xFFFF_FFFF_FFFF_FFFF
+#: Causes whose trap value is the faulting address QEMU records in env->badaddr (3.1.16).
+ADDRESS_CAUSES = frozenset((0, 1, 4, 5, 6, 7, 12, 13, 15))
+#: CSRs that are plain storage in the engine: written directly (the others through the API,
+#: whose side effects matter: a satp or mstatus write flushes the TLB, mtvec is WARL).
+_STORAGE_CSRS = ("mepc", "mcause", "mtval", "sepc", "scause", "stval", "mscratch", "sscratch",
+                 "mcounteren", "scounteren")
+_INT_FLAG = 0x8000_0000  # RISCV_EXCP_INT_FLAG: exception_index of an interrupt
 EBREAK, C_EBREAK = 0x00100073, 0x9002
 _RAM_BASE = 0x8000_0000
 
@@ -99,20 +116,35 @@ class Vcpu:
         on_trap: Callable[[Trap | Hypercall], object],
         on_fault: Callable[[Fault], object],
         fetch: Callable[[int], tuple[int, int] | None] | None = None,
+        csrs: object | None = None,
     ) -> None:
         # `fetch(pc)` -> (instruction, length) as the hart fetched it, through the guest's
         # page tables (labvmm.traps.read_instruction); without it pc is read as physical.
+        # `csrs`: an object with csr_read(no) / csr_write(no, value) answering the CSRs of
+        # labvmm.csrs.HANDLED for this hart (installed in the engine's CSR table).
         self._on_mmio, self._on_trap, self._on_fault = on_mmio, on_trap, on_fault
         self._fetch = fetch
         try:
             self._uc = unicorn.Uc(unicorn.UC_ARCH_RISCV, unicorn.UC_MODE_RISCV64)
             self._uc.ctl_set_tcg_buffer_size(TCG_BUFFER_BYTES)
+            self._uc.reg_write(rc.UC_RISCV_REG_PC, _RAM_BASE)  # the engine builds its CPU on first use
         except unicorn.UcError as exc:
             raise VcpuError(f"cannot create a RISC-V CPU: {exc}") from exc
-        base = ctypes.cast(self._uc._uch, ctypes.c_void_p).value
+        base = uc_address(self._uc)
         offset = _CounterLocator.get()
         self._counter = ctypes.c_uint64.from_address(base + offset)
         self._budget = ctypes.c_uint64.from_address(base + offset + 8)
+        self._bind_state(base)
+        self._csr_env = None
+        if csrs is not None:
+            from .csrs import HANDLED  # the numbers; csrs.py itself needs no engine
+
+            for csrno in HANDLED:
+                CsrTable.install(csrno, donor=0x140 if (csrno >> 8) & 3 == 1 else 0x340)  # sscratch / mscratch
+            CsrTable.harts[self._env] = csrs
+            self._csr_env = self._env
+        for csrno in PMP_CSRS:
+            CsrTable.flush_after_write(csrno)
         self._callbacks: list[object] = []  # Unicorn keeps no Python references itself
         self._stop_exit: object | None = None
         self._access_fault: Fault | None = None  # the first bad access of this slice
@@ -126,6 +158,21 @@ class Vcpu:
             | unicorn.UC_HOOK_MEM_FETCH_PROT,  # a jump into device registers (mapped, not executable)
             self._hook_unmapped,
         )
+
+    def _bind_state(self, base: int) -> None:
+        """Views on this instance's CPU state (labvmm.unicorn_abi.Layout), checked against the API."""
+        layout = Layout.get()
+        self._cpu = u64.from_address(base + layout.cpu_pointer).value
+        env = self._cpu + layout.env_from_cpu
+        self._env = env
+        self._gpr = (u64 * 32).from_address(env)
+        self._pcv = u64.from_address(env + layout.pc)
+        self._privv = u64.from_address(env + layout.priv)
+        self._badaddr = u64.from_address(env + layout.badaddr)
+        self._exception = ctypes.c_int32.from_address(self._cpu + layout.exception_index)
+        self._csrv = {name: u64.from_address(env + off) for name, off in layout.csr.items()}
+        if self._pcv.value != self._uc.reg_read(rc.UC_RISCV_REG_PC):
+            raise VcpuError(f"unicorn {unicorn.__version__}'s CPU state is not where it was found; labvmm needs unicorn 2.1.4")
 
     # -- memory -----------------------------------------------------------------------
     def map_ram(self, guest_addr: int, host_addr: int, size: int) -> None:
@@ -180,31 +227,22 @@ class Vcpu:
     def flush_code(self, start: int = _RAM_BASE, end: int = 0xFFFF_FFFF_FFFF_F000) -> None:
         """Drop code translated from [start, end), after guest code changed behind the CPU's back.
 
-        By the VMM, or by another VM through a shared page: translated code is cached per
-        Unicorn instance, and a store from another instance does not invalidate it.
+        By the VMM, a device's DMA, or another VM through a shared page: translated code is
+        cached per Unicorn instance, and a store from another instance does not invalidate it.
         """
         self._uc.ctl_remove_cache(start, end)
 
     # -- running ----------------------------------------------------------------------
-    def run(self, budget: int, stop_before_block: Callable[[], bool] | None = None) -> tuple[int, object]:
-        """Run up to `budget` instructions; returns (instructions retired, exit value).
-
-        `stop_before_block`, when given, is asked before every block of guest code runs; when
-        it answers True the slice ends there, before the block (a BudgetDone with the limit
-        shortened). Unicorn ends a block after every CSR instruction and xRET (they may change
-        the privilege or the interrupt enables), so this sees the hart's state right after
-        each of them: how the VMM takes a machine interrupt the moment the guest unmasks it.
-        A block hook slows the guest down several times: give one only for short windows.
-        """
+    def run(self, budget: int) -> tuple[int, object]:
+        """Run up to `budget` instructions; returns (instructions retired, exit value)."""
         if budget <= 0:
             raise VcpuError(f"instruction budget must be positive, got {budget}")
         self._stop_exit = None
         self._access_fault = None
         self._running = True
-        hook = self._watch_blocks(stop_before_block) if stop_before_block is not None else None
         try:
             try:
-                self._uc.emu_start(self.pc, 0, count=budget)
+                self._uc.emu_start(self._pcv.value, UNREACHABLE_PC, count=budget)
             except unicorn.UcError as exc:
                 if self._stop_exit is None and self._access_fault is None:
                     self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
@@ -212,8 +250,6 @@ class Vcpu:
                 self._stop_exit = self._take_access_fault()
         finally:
             self._running = False
-            if hook is not None:
-                self._uc.hook_del(hook)
         # The counter includes the instruction at which the count hook stopped the CPU
         # (not executed); the limit may have been shortened by a hook during the slice.
         counted, limit = int(self._counter.value), int(self._budget.value)
@@ -223,25 +259,6 @@ class Vcpu:
         if counted > limit:
             return limit, BudgetDone()
         return retired, Idle(self.pc)
-
-    def _watch_blocks(self, predicate: Callable[[], bool]):
-        """Add the block hook of `run(stop_before_block=...)`; returns its handle.
-
-        Measured on Unicorn 2.1.4: code translated before a hook exists never calls it, so the
-        cached translations are dropped first; stopping from a block hook (by shortening the
-        budget to what has run) ends the slice before the block's first instruction.
-        """
-
-        def on_block(uc, address, size, _ud):
-            try:
-                stop = predicate()
-            except Exception:  # a VMM bug must not run the guest on unwatched
-                stop = True
-            if stop:
-                self.shorten_slice(0)
-
-        self.flush_code()
-        return self._uc.hook_add(unicorn.UC_HOOK_BLOCK, on_block, begin=_RAM_BASE, end=0xFFFF_FFFF_FFFF_FFFF)
 
     def _breakpoint(self, exc: unicorn.UcError) -> object | None:
         """Unicorn stops on `ebreak` with UC_ERR_INSN_INVALID instead of raising cause 3.
@@ -260,7 +277,7 @@ class Vcpu:
             raw = self.read_memory(pc, 4) or self.read_memory(pc, 2) or b""
             if raw[:4] != EBREAK.to_bytes(4, "little") and raw[:2] != C_EBREAK.to_bytes(2, "little"):
                 return None
-        event = Trap(cause=3, pc=pc + 4, privilege=self._uc.reg_read(rc.UC_RISCV_REG_PRIV))
+        event = Trap(cause=3, pc=pc + 4, privilege=self._privv.value)
         result = self._on_trap(event)  # Trap.pc follows Unicorn's convention: past by 4
         return result if result is not None else event
 
@@ -309,15 +326,40 @@ class Vcpu:
             else:
                 self._uc.emu_stop()
 
+    # -- traps and interrupts -------------------------------------------------------------
+    def enter_trap(self, cause: int, epc: int, tval: int, interrupt: bool = False) -> tuple[int, int]:
+        """Take a trap into the guest's own handler, as the hart does: (target privilege, handler pc).
+
+        QEMU's trap entry does it (riscv_cpu_do_interrupt: medeleg/mideleg, mstatus xPIE/xPP,
+        vectored tvec, privileged spec 3.1.6-3.1.9, 3.3.1); `tval` then goes into the target's
+        mtval/stval (3.1.16: QEMU 5.0 records only faulting addresses). From an exception hook
+        the guest continues in its handler within the same slice.
+        """
+        self._pcv.value = epc
+        self._badaddr.value = tval
+        self._exception.value = cause | (_INT_FLAG if interrupt else 0)
+        do_interrupt(self._cpu)  # marks the exception handled (exception_index = -1) itself
+        target = self._privv.value
+        self._csrv["mtval" if target == PRIV_M else "stval"].value = tval
+        return target, self._pcv.value
+
+    def set_interrupt_lines(self, mask: int, value: int) -> None:
+        """Drive the mip bits in `mask` to `value` (M-level ones included): QEMU takes what is enabled.
+
+        From a device callback mid-slice the interrupt is taken at the next block boundary;
+        between slices, before the first instruction of the next one.
+        """
+        update_mip(self._cpu, mask & 0xFFFF_FFFF, value & 0xFFFF_FFFF)
+
     # -- hooks ------------------------------------------------------------------------
     def _hook_intr(self, uc, intno, _ud):
-        pc = uc.reg_read(rc.UC_RISCV_REG_PC)
-        priv = uc.reg_read(rc.UC_RISCV_REG_PRIV)
+        pc = self._pcv.value  # past the instruction by 4, as Unicorn reports every exception
+        priv = self._privv.value
         if intno in (8, 9, 11):  # ecall from U, S or M: Unicorn reports them all as 8, PC past it
-            a = [uc.reg_read(_GPR_IDS[f"a{i}"]) for i in range(8)]
-            event = Hypercall(eid=a[7], fid=a[6], args=tuple(a[:6]), pc=pc - 4, privilege=priv)
+            g = self._gpr
+            event = Hypercall(g[17], g[16], (g[10], g[11], g[12], g[13], g[14], g[15]), pc - 4, priv)
         else:
-            event = Trap(cause=intno, pc=pc, privilege=priv)
+            event = Trap(intno, pc, priv, self._badaddr.value if intno in ADDRESS_CAUSES else None)
         result = self._on_trap(event)
         if result is not None:
             self.request_stop(result)
@@ -343,7 +385,7 @@ class Vcpu:
                 unicorn.UC_MEM_FETCH_PROT: "fetch",
             }.get(access, "access")
             where = "device registers" if access == unicorn.UC_MEM_FETCH_PROT else "unmapped"
-            pc = uc.reg_read(rc.UC_RISCV_REG_PC)
+            pc = self._pcv.value
             self._access_fault = Fault(kind, pc, address, size, f"{kind} of {size} bytes at {where} 0x{address:x}")
         return False
 
@@ -351,11 +393,11 @@ class Vcpu:
     @property
     def pc(self) -> int:
         """The program counter."""
-        return self._uc.reg_read(rc.UC_RISCV_REG_PC)
+        return self._pcv.value
 
     @pc.setter
     def pc(self, value: int) -> None:
-        self._uc.reg_write(rc.UC_RISCV_REG_PC, value)
+        self._pcv.value = value & 0xFFFF_FFFF_FFFF_FFFF
 
     def set_privilege(self, priv: int) -> None:
         """Change the hart's privilege level (0 U, 1 S, 3 M)."""
@@ -365,28 +407,35 @@ class Vcpu:
 
     def get_privilege(self) -> int:
         """The current privilege level (0 U, 1 S, 3 M)."""
-        return self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
+        return self._privv.value
 
     def read_gpr(self, name: str) -> int:
         """A general register by name: x0-x31 or its ABI name."""
-        return self._uc.reg_read(_GPR_IDS[name])
+        return self._gpr[_GPR_INDEX[name]]
 
     def write_gpr(self, name: str, value: int) -> None:
         """Set a general register by name (writes to x0 are ignored, as on hardware)."""
-        reg = _GPR_IDS[name]
-        if reg != _GPR_IDS["x0"]:  # Unicorn would store it, and reg_read would report it
-            self._uc.reg_write(reg, value & 0xFFFF_FFFF_FFFF_FFFF)
+        index = _GPR_INDEX[name]
+        if index:
+            self._gpr[index] = value & 0xFFFF_FFFF_FFFF_FFFF
 
     def read_csr(self, name: str) -> int:
-        """A CSR by name, read with machine privilege (Unicorn checks the current one)."""
+        """A CSR by name, whatever the current privilege (read from the CPU state where it can be)."""
+        view = self._csrv.get(name)
+        if view is not None:
+            return view.value
         return self._with_m(lambda: self._uc.reg_read(_CSR_IDS[name]))
 
     def write_csr(self, name: str, value: int) -> None:
-        """Set a CSR by name with machine privilege."""
-        self._with_m(lambda: self._uc.reg_write(_CSR_IDS[name], value & 0xFFFF_FFFF_FFFF_FFFF))
+        """Set a CSR by name with machine privilege (through the engine, for its side effects)."""
+        value &= 0xFFFF_FFFF_FFFF_FFFF
+        if name in _STORAGE_CSRS:
+            self._csrv[name].value = value
+            return
+        self._with_m(lambda: self._uc.reg_write(_CSR_IDS[name], value))
 
     def _with_m(self, fn):
-        saved = self._uc.reg_read(rc.UC_RISCV_REG_PRIV)
+        saved = self._privv.value
         if saved == PRIV_M:
             return fn()
         self._uc.reg_write(rc.UC_RISCV_REG_PRIV, PRIV_M)
@@ -397,21 +446,26 @@ class Vcpu:
 
     def gprs(self) -> list[int]:
         """x0..x31 in order."""
-        return [self._uc.reg_read(_GPR_IDS[f"x{i}"]) for i in range(32)]
+        return list(self._gpr)
 
     def csrs(self) -> dict[str, int]:
         """Every CSR labvmm names, read with machine privilege."""
-        return self._with_m(lambda: {n: self._uc.reg_read(i) for n, i in _CSR_IDS.items()})
+        return {name: self.read_csr(name) for name in CSR_NAMES}
 
     def close(self) -> None:
         """Release the Unicorn instance."""
+        if self._csr_env is not None:
+            CsrTable.harts.pop(self._csr_env, None)
+            self._csr_env = None
         self._callbacks.clear()
+        self._gpr = self._pcv = self._privv = self._badaddr = self._exception = None
+        self._csrv = {}
         self._uc = None
 
 
 def is_register_name(name: str) -> bool:
     """True for x0-x31, ABI names, pc, priv and the CSR names labvmm knows."""
-    return name in _GPR_IDS or name in _CSR_IDS or name in ("pc", "priv")
+    return name in _GPR_INDEX or name in _CSR_IDS or name in ("pc", "priv")
 
 
 __all__ = ["Vcpu", "PRIV_U", "PRIV_S", "PRIV_M", "ABI_NAMES", "CSR_NAMES", "is_register_name"]

@@ -140,8 +140,10 @@ class VM(Lifecycle, inspection.Inspection):
     def _boot(self) -> None:
         """A fresh hart, the image and the DTB in RAM, the hart at the entry point."""
         self.hart = Hart(0, clint=self.clint, plic=self.plic, mtime_ticks=self.mtime_ticks,
+                         instructions=lambda: self.instructions, timer_changed=self._timer_changed,
                          make_context=self._exit_context, guest_read=self.guest_read)
         self.cpu, self.interrupts, self.exit_context = self.hart.cpu, self.hart.interrupts, self.hart.exit_context
+        self.interrupts.sync()
         for guest, host, size in self.memory.host_pointers():
             self.cpu.map_ram(guest, host, size)
         for slot in self.bus.slots:
@@ -181,7 +183,7 @@ class VM(Lifecycle, inspection.Inspection):
             exits=self.exits, record_violation=self._record_violation,
             sbi_env=VmSbiEnv(self.id, self._vm_count, self.memory, self.console.write,
                              self.uart.take_input, self.set_timer),
-            firmware=self.config.firmware, mtime_ticks=self.mtime_ticks, policy=lambda: self._on_violation,
+            firmware=self.config.firmware, policy=lambda: self._on_violation,
             own_instructions=lambda: self.instructions + hart.cpu.retired_in_slice(),
         )
 
@@ -197,9 +199,9 @@ class VM(Lifecycle, inspection.Inspection):
         # the slice's start.
         return self._host_clock() + self.cpu.retired_in_slice()
 
-    def mtime_ticks(self) -> int:
-        """mtime: 10 MHz ticks of virtual time since the host started."""
-        return self.now() // INSNS_PER_TICK
+    def mtime_ticks(self, adjust_insns: int = 0) -> int:
+        """mtime: 10 MHz ticks of virtual time since the host started (`adjust_insns` instructions later)."""
+        return max(self.now() + adjust_insns, 0) // INSNS_PER_TICK
 
     def _insns_for_ticks(self, ticks: int) -> int:
         # mtime steps every INSNS_PER_TICK instructions; count to the step that reaches it.
@@ -216,7 +218,8 @@ class VM(Lifecycle, inspection.Inspection):
         (level-triggered) however much time passes. Counting it as 0 made an idle host with a
         fired-but-disabled timer skip ahead one instruction at a time, forever.
         """
-        events = [self._insns_for_ticks(t) for t in (self.clint.ticks_until_timer(), self.interrupts.stimer_ticks_left()) if t]
+        ticks = [self.clint.ticks_until_timer(), *self.interrupts.timer_ticks_left()]
+        events = [self._insns_for_ticks(t) for t in ticks if t]
         device = self._device_timers.insns_until_next(self.now())
         if device is not None:
             events.append(device)
@@ -284,11 +287,13 @@ class VM(Lifecycle, inspection.Inspection):
                 return 0, self.last_fault
         for start, end in self.memory.shared_ranges():  # code there may have been rewritten by another VM
             self.cpu.flush_code(start, end)
+        until = self.insns_until_event()
+        if until:  # a timer due later: end the slice when it fires (0 = already pending)
+            budget = min(budget, until)
         started = time.perf_counter()
-        retired, exit_value, taken = self.hart.run(budget, self.insns_until_event())
-        if taken:
-            self.exits["interrupt"] += 1
-            self.idle = False
+        retired, exit_value, injected = self.hart.run(budget)
+        if injected:
+            self.exits["interrupt"] += injected
         self.guest_seconds += time.perf_counter() - started  # wall time inside the CPU
         self.instructions += retired
         self.slices += 1
@@ -356,7 +361,7 @@ class VM(Lifecycle, inspection.Inspection):
 
     def guest_read(self, addr: int, length: int) -> bytes | None:
         """Guest RAM bytes, or None when the range is not entirely inside RAM."""
-        return self.memory.read(addr, length) if self.memory.contains(addr, length) else None
+        return self.memory.peek(addr, length)
 
     def _destroyed(self) -> None:
         self.state = VMState.DESTROYED

@@ -29,19 +29,17 @@ from labvmm.traps import (
     MSTATUS_SIE,
     MSTATUS_SPIE,
     MSTATUS_SPP,
-    decode_csr_access,
     deliverable_m_interrupt,
-    emulate_csr,
     enter_trap,
     instruction_length,
     trap_vector,
 )
+from labvmm.testing import FakeCpu
 from labvmm.vcpu import PRIV_M, PRIV_S, PRIV_U
 
 MTVEC = 0x8000_1000
 STVEC = 0x8000_2000
 EPC = 0x8000_0444
-CSR_TIME, CSR_CYCLE = 0xC01, 0xC00
 
 
 @pytest.fixture(params=["fake", "real"])
@@ -196,57 +194,6 @@ def test_m_interrupts_are_taken_in_priority_order(cpu, pending, taken):
     assert deliverable_m_interrupt(cpu, pending) == taken
 
 
-# -- CSR emulation: the `time` CSR (unprivileged spec, Zicntr; 2.1 read-only CSRs) -------------
-def csr(funct3: int, rd: int, csr_number: int, rs1: int) -> int:
-    """A Zicsr instruction word."""
-    return (csr_number << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | 0x73
-
-
-@pytest.mark.parametrize("funct3", [2, 3, 6, 7])  # csrrs, csrrc, csrrsi, csrrci with x0 / uimm 0
-def test_reading_time_writes_mtime_to_rd_and_skips_the_instruction(cpu, funct3):
-    """`csrr rd, time` and the other non-writing forms are emulated with the CLINT's mtime."""
-    assert emulate_csr(cpu, csr(funct3, 10, CSR_TIME, 0), EPC, mtime=123_456) is True
-    assert cpu.read_gpr("x10") == 123_456
-    assert cpu.pc == EPC + 4
-
-
-def test_reading_time_into_x0_only_advances_the_pc(cpu):
-    """rd = x0 discards the value but the instruction still completes."""
-    cpu.write_gpr("a0", 7)
-    assert emulate_csr(cpu, csr(2, 0, CSR_TIME, 0), EPC, mtime=99) is True
-    assert cpu.pc == EPC + 4
-    assert cpu.read_gpr("a0") == 7
-
-
-@pytest.mark.parametrize(
-    "instruction",
-    [
-        csr(1, 10, CSR_TIME, 11),  # csrrw: a write, always illegal on a read-only CSR
-        csr(1, 0, CSR_TIME, 0),  # csrw time, zero: still a write
-        csr(5, 10, CSR_TIME, 3),  # csrrwi
-        csr(2, 10, CSR_TIME, 11),  # csrrs with rs1 != x0 writes
-        csr(7, 10, CSR_TIME, 1),  # csrrci with uimm != 0 writes
-        csr(2, 10, CSR_CYCLE, 0),  # another CSR: not ours to emulate
-        0x0000_0073,  # ecall: SYSTEM but not Zicsr
-        0x0000_0013,  # nop: not SYSTEM
-    ],
-)
-def test_writes_to_time_and_other_instructions_stay_illegal(cpu, instruction):
-    """emulate_csr refuses anything but a read of `time`, leaving pc and registers alone."""
-    cpu.pc = EPC
-    cpu.write_gpr("a0", 7)
-    assert emulate_csr(cpu, instruction, EPC, mtime=99) is False
-    assert cpu.pc == EPC
-    assert cpu.read_gpr("a0") == 7
-
-
-def test_decode_csr_access_splits_the_fields():
-    """decode_csr_access gives (csr, funct3, rd, rs1) for Zicsr and None otherwise."""
-    assert decode_csr_access(csr(6, 5, 0x300, 17)) == (0x300, 6, 5, 17)
-    assert decode_csr_access(0x1050_0073) is None  # wfi: funct3 0
-    assert decode_csr_access(0x0000_0013) is None
-
-
 @pytest.mark.parametrize("halfword, length", [(0x0001, 2), (0x4501, 2), (0x0000, 2), (0x0513, 4), (0x0073, 4)])
 def test_instruction_length_from_the_low_bits(halfword, length):
     """Low bits 11 mean a 32-bit instruction, anything else a 16-bit one (unprivileged 1.5)."""
@@ -256,3 +203,26 @@ def test_instruction_length_from_the_low_bits(halfword, length):
 def test_priority_table_lists_every_interrupt_once():
     """The delivery order covers the six standard interrupts."""
     assert sorted(traps.PRIORITY) == [1, 3, 5, 7, 9, 11]
+
+
+# -- page walks for every satp mode the CPU accepts (privileged spec 4.3-4.6) -----------------
+@pytest.mark.parametrize("mode, levels", [(8, 3), (9, 4), (10, 5)])
+def test_translate_walks_sv39_sv48_and_sv57(mode, levels):
+    """A 4 KiB page mapped through 3, 4 or 5 levels translates; one bit above the mode's VA width faults."""
+    from labvmm.traps import translate
+
+    ram: dict[int, bytes] = {}
+    root = 0x8000_0000
+    va = (1 << (12 + 9 * levels - 1)) - 0x1000 + 0x123  # the highest user page of the mode, offset 0x123
+    table = root
+    for level in range(levels - 1, 0, -1):
+        nxt = root + 0x1000 * (levels - level)
+        index = (va >> (12 + 9 * level)) & 0x1FF
+        ram[table + 8 * index] = (((nxt >> 12) << 10) | 1).to_bytes(8, "little")
+        table = nxt
+    ram[table + 8 * ((va >> 12) & 0x1FF)] = (((0x8765_4000 >> 12) << 10) | 0b11011).to_bytes(8, "little")  # V R X U
+    cpu = FakeCpu(priv=0)
+    cpu.write_csr("satp", (mode << 60) | (root >> 12))
+    read = lambda addr, n: ram.get(addr, bytes(8))[:n]  # noqa: E731
+    assert translate(cpu, read, va, "fetch") == 0x8765_4123
+    assert translate(cpu, read, va + 0x1000, "fetch") is None  # not sign-extended for this mode
