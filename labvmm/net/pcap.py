@@ -7,8 +7,9 @@ and the bytes. Magic 0xa1b2c3d4 means the fraction is microseconds, 0xa1b23c4d
 nanoseconds (the default here: virtual time is counted in ns). Link type 1 is
 LINKTYPE_ETHERNET. Files are written in little-endian order; readers take either order.
 
-Every record is written and flushed at once, so a capture can be opened by tshark or
-Wireshark while the run goes on, and holds every frame up to the last one after a crash.
+Records are flushed to the file as they are written (the switch flushes once per
+`deliver`, at each barrier), so a capture can be opened by tshark or Wireshark while the
+run goes on, and holds every frame up to the last barrier after a crash.
 """
 
 from __future__ import annotations
@@ -67,17 +68,23 @@ class PcapWriter:
         """True once close() ran."""
         return self._file.closed
 
-    def write(self, frame: bytes, time_ns: int) -> None:
-        """Append one frame stamped `time_ns` of virtual time, and flush it to the file."""
+    def write(self, frame: bytes, time_ns: int, *, flush: bool = True) -> None:
+        """Append one frame stamped `time_ns` of virtual time; flush it to the file unless flush=False."""
         non_negative_int("time_ns", time_ns)
         seconds, fraction_ns = divmod(time_ns, NS_PER_SECOND)
         fraction = fraction_ns if self.nanoseconds else fraction_ns // 1000
-        data = bytes(frame[: self.snaplen])
-        record = _RECORD_HEADER.pack(seconds & 0xFFFFFFFF, fraction, len(data), len(frame)) + data
-        self._file.write(record)  # one write per record: a reader never sees half a header
-        self._file.flush()
+        data = frame if len(frame) <= self.snaplen else frame[: self.snaplen]
+        self._file.write(_RECORD_HEADER.pack(seconds & 0xFFFFFFFF, fraction, len(data), len(frame)))
+        self._file.write(data)
+        if flush:
+            self._file.flush()
         self.frames_written += 1
-        self.bytes_written += len(record)
+        self.bytes_written += _RECORD_HEADER.size + len(data)
+
+    def flush(self) -> None:
+        """Push what was written to the file (nothing to do once closed)."""
+        if not self._file.closed:
+            self._file.flush()
 
     def close(self) -> None:
         """Flush and close the file (a second call does nothing)."""

@@ -3,11 +3,9 @@
 Forwarding is IEEE 802.1D's transparent bridge (section 7 of 802.1D-2004): the switch
 learns which port each source MAC was seen on, sends a frame for a known unicast MAC to
 that port only, floods broadcast, multicast and unknown unicast to every other port, and
-never sends a frame back out of the port it came in on. Learned entries age out after
-`mac_ageing_ns` of virtual time (300 s, the Linux bridge's default ageing_time); the table
-is bounded, and a port may hold at most `macs_per_port` entries, so a guest spoofing source
-MACs can fill neither its share nor the table: its frames from new MACs are dropped
-("mac-table-full"), as port security does, and the other ports keep learning.
+never sends a frame back out of the port it came in on. The MAC table (mactable.py) ages
+and is bounded, per port too: a frame from a MAC it has no room for is dropped
+("mac-table-full"), so a guest spoofing source MACs cannot crowd out the other ports.
 
 Time and threads. `port.send(frame, now_ns)` only queues the frame on its own port: the
 sending VM is in the middle of its slice. The host calls `switch.deliver(now_ns)` at
@@ -45,6 +43,8 @@ from .addresses import (
     parse_ipv4,
 )
 from .frames import ETH_HLEN, summarize
+from .hostport import HostPort
+from .mactable import AGEING_NS, MacTable
 from .pcap import PcapWriter
 
 #: Why a frame was dropped. At the port it came from: runt (< 14 bytes), oversize (> mtu +
@@ -57,7 +57,6 @@ DROP_REASONS = (
     "no-receiver", "refused", "receiver-error",
 )
 MIN_MTU, MAX_MTU = 68, 65535  # RFC 791: every IPv4 link carries 68 bytes; an IPv4 datagram is at most 65535
-MAC_AGEING_NS = 300 * 1_000_000_000
 #: Frames one deliver() call switches at most: two receivers echoing each other with zero
 #: latency would otherwise never let it return. The rest wait for the next call.
 MAX_FRAMES_PER_DELIVER = 100_000
@@ -104,7 +103,6 @@ class Port:
         self._outbox: list[tuple[int, int, int, bytes, Port]] = []  # filled by send, emptied by deliver
         self._seq = 0
         self._queued = 0  # frames from this port not yet switched
-        self._macs = 0  # entries of the MAC table on this port
 
     def send(self, frame: bytes, now_ns: int) -> None:
         """Queue `frame` sent at virtual time `now_ns`; the switch delivers it at a later `deliver`.
@@ -180,31 +178,26 @@ class Switch:
         backlog_frames: int = 1024,
         mac_table_size: int = 1024,
         macs_per_port: int = 64,
-        mac_ageing_ns: int = MAC_AGEING_NS,
+        mac_ageing_ns: int = AGEING_NS,
         recent_capacity: int = 64,
     ) -> None:
         self.name = short_name("switch name", name)
         self.mtu = int_in_range("mtu", mtu, MIN_MTU, MAX_MTU)
         self.latency_ns = non_negative_int("latency_ns", latency_ns)
         self.backlog_frames = positive_int("backlog_frames", backlog_frames)
-        self.mac_table_size = positive_int("mac_table_size", mac_table_size)
-        self.macs_per_port = positive_int("macs_per_port", macs_per_port)
-        self.mac_ageing_ns = positive_int("mac_ageing_ns", mac_ageing_ns)
+        self.mac_table: MacTable[Port] = MacTable(mac_table_size, macs_per_port, mac_ageing_ns)
         recent_capacity = positive_int("recent_capacity", recent_capacity, 1 << 16)
         self.ports: dict[str, Port] = {}
-        self.mac_table: dict[bytes, list] = {}  # MAC -> [port, last seen ns]
         #: The last frames switched: (time_ns, from port name, length, first bytes).
         self.recent_frames: deque[tuple[int, str, int, bytes]] = deque(maxlen=recent_capacity)
         self._pending: list = []  # heap of (time_ns, port index, seq, frame, port)
         self._delivering = False
         self._next_index = 0
         self._retired = _new_counters()  # counters of removed ports
-        self._own = {"frames_switched": 0, "floods": 0, "no_destination": 0, "mac_moves": 0, "mac_expired": 0}
+        self._own = {"frames_switched": 0, "floods": 0, "no_destination": 0}
         self._captures: list[tuple[PcapWriter, Port | None]] = []
-        self.host = None
+        self.host: HostPort | None = None
         if host_ip is not None:
-            from .hostport import HostPort  # the host port is built on this module's Port
-
             ip = parse_ipv4(host_ip, "host_ip")
             self.host = HostPort(self.add_port("host", host_mac_for(ip)), host_ip)
         if capture is not None:
@@ -248,9 +241,7 @@ class Switch:
         self._pending = [entry for entry in self._pending if entry[4] is not port]
         heapq.heapify(self._pending)
         port._queued = 0
-        for mac in [mac for mac, (owner, _) in self.mac_table.items() if owner is port]:
-            del self.mac_table[mac]
-        port._macs = 0
+        self.mac_table.forget_owner(port)
         for writer_port in [c for c in self._captures if c[1] is port]:
             self._captures.remove(writer_port)
             writer_port[0].close()
@@ -279,6 +270,8 @@ class Switch:
                 accepted += self._switch_frame(port, frame, time_ns)
         finally:
             self._delivering = False
+            for writer, _ in self._captures:
+                writer.flush()  # one flush per barrier: readable now, and after a crash
         return accepted
 
     def next_delivery_ns(self) -> int | None:
@@ -298,18 +291,18 @@ class Switch:
         if is_multicast_mac(src):
             source.counters["drops"]["bad-source"] += 1
             return 0
-        if not self._learn(src, source, time_ns):
+        if not self.mac_table.learn(src, source, time_ns):
             source.counters["drops"]["mac-table-full"] += 1
             return 0
         self._own["frames_switched"] += 1
         self.recent_frames.append((time_ns, source.name, len(frame), frame[:SUMMARY_BYTES]))
         for writer, port in self._captures:
             if port is None or port is source:
-                writer.write(frame, time_ns)
+                writer.write(frame, time_ns, flush=False)
         if is_multicast_mac(dst):
             targets = [port for port in self.ports.values() if port is not source]
         else:
-            owner = self._lookup(dst, time_ns)
+            owner = self.mac_table.lookup(dst, time_ns)
             if owner is source:
                 source.counters["filtered"] += 1
                 return 0
@@ -342,47 +335,8 @@ class Switch:
         port.counters["bytes_out"] += len(frame)
         for writer, captured in self._captures:
             if captured is port:
-                writer.write(frame, time_ns)
+                writer.write(frame, time_ns, flush=False)
         return 1
-
-    def _learn(self, mac: bytes, port: Port, time_ns: int) -> bool:
-        """Record that `mac` is behind `port`; False if the table or the port's share is full."""
-        entry = self.mac_table.get(mac)
-        if entry is not None and entry[0] is port:
-            entry[1] = time_ns
-            return True
-        if not self._has_room(port, entry is None):
-            self._expire(time_ns)  # only when full: ageing costs a scan of the table
-            entry = self.mac_table.get(mac)
-            if not self._has_room(port, entry is None):
-                return False
-        if entry is not None:  # the station moved (or is spoofed) to this port
-            entry[0]._macs -= 1
-            self._own["mac_moves"] += 1
-        self.mac_table[mac] = [port, time_ns]
-        port._macs += 1
-        return True
-
-    def _has_room(self, port: Port, new_entry: bool) -> bool:
-        return port._macs < self.macs_per_port and (not new_entry or len(self.mac_table) < self.mac_table_size)
-
-    def _lookup(self, mac: bytes, time_ns: int) -> Port | None:
-        entry = self.mac_table.get(mac)
-        if entry is None:
-            return None
-        if time_ns - entry[1] >= self.mac_ageing_ns:
-            self._forget(mac)
-            return None
-        return entry[0]
-
-    def _expire(self, time_ns: int) -> None:
-        for mac in [mac for mac, (_, seen) in self.mac_table.items() if time_ns - seen >= self.mac_ageing_ns]:
-            self._forget(mac)
-
-    def _forget(self, mac: bytes) -> None:
-        port, _ = self.mac_table.pop(mac)
-        port._macs -= 1
-        self._own["mac_expired"] += 1
 
     # -- captures --
     def start_capture(self, path, port: str | None = None, *, nanoseconds: bool = True) -> PcapWriter:
@@ -427,7 +381,7 @@ class Switch:
         for port in self.ports.values():
             _add_counters(total, port.counters)
         total.update(self._own)
-        total["mac_entries"] = len(self.mac_table)
+        total.update(mac_entries=len(self.mac_table), mac_moves=self.mac_table.moves, mac_expired=self.mac_table.expired)
         return total
 
     def snapshot(self, frames: int | None = None) -> dict:
@@ -447,7 +401,7 @@ class Switch:
                     "index": port.index,
                     "has_receiver": port.receiver is not None,
                     "queued": port._queued,
-                    "macs_learned": port._macs,
+                    "macs_learned": self.mac_table.learned_by(port),
                     "last_error": port.last_error,
                     "counters": {**port.counters, "drops": dict(port.counters["drops"])},
                 }
@@ -455,7 +409,7 @@ class Switch:
             ],
             "mac_table": [
                 {"mac": format_mac(mac), "port": port.name, "last_seen_ns": seen}
-                for mac, (port, seen) in sorted(self.mac_table.items())
+                for mac, port, seen in self.mac_table.entries()
             ],
             "counters": self.counters,
             "pending_frames": self.pending_frames,
