@@ -21,8 +21,8 @@ What differs, and why:
   Firecracker retries on a 100 ms timer. Same run, same throttling.
 - All arithmetic is exact integers. Refill is kept in units where one token is
   `refill_ns / g` and one nanosecond adds `size / g` (g = gcd(size, refill_ns)), the fraction
-  Firecracker reduces the same way; a partial token is never lost between calls (Firecracker
-  carries it by moving `last_update` back) nor created.
+  Firecracker reduces the same way; a partial token is never lost between calls nor created
+  (Firecracker carries it by advancing `last_update` only by the time its whole tokens took).
 - A request is all-or-nothing across both buckets: refused, it takes nothing from either
   (Firecracker's devices consume ops then bytes and put the ops back when bytes fail).
 - After an oversized request the bucket is *in debt* and is empty, not full, when the wait
@@ -134,6 +134,14 @@ class TokenBucket:
         self._level -= rest * self._token_units
         self.tokens_consumed += tokens
         return rest > self.size
+
+    def _refund(self, tokens: int) -> None:
+        """Give back `tokens` taken by a request that could not be carried out."""
+        if self._burst > 0:  # Firecracker's force_replenish: still in the burst, it goes back there
+            self._burst = min(self._burst + tokens, self.initial_one_time_burst)
+        else:
+            self._level = min(self._full, self._level + tokens * self._token_units)
+        self.tokens_consumed -= min(tokens, self.tokens_consumed)
 
     def _inherit(self, old: "TokenBucket") -> None:
         """Start from what `old` had: its whole tokens (at most our size) or its debt, and its clock."""
@@ -252,6 +260,23 @@ class RateLimiter:
             self.throttled_ns += now_ns - self._throttled_since
             self._throttled_since = None
         return 0
+
+    def refund(self, ops: int = 1, nbytes: int = 0) -> None:
+        """Give back what an allowed request took when the device could not carry it out.
+
+        As Firecracker's `manual_replenish` (its net device puts the tokens back when a
+        frame cannot be written to the guest): the bucket never goes above its size.
+
+        Raises:
+            ConfigError: an argument is not a non-negative integer.
+        """
+        non_negative_int("ops", ops)
+        non_negative_int("nbytes", nbytes)
+        for bucket, n in ((self.bandwidth, nbytes), (self.ops, ops)):
+            if bucket is not None:
+                bucket._refund(n)
+        self.ops_consumed -= min(ops, self.ops_consumed)
+        self.bytes_consumed -= min(nbytes, self.bytes_consumed)
 
     def update(self, bandwidth=_KEEP, ops=_KEEP, *, now_ns: int | None = None) -> None:
         """Change the limits live: a TokenBucket replaces a bucket, None removes it, omitted keeps it.

@@ -181,6 +181,25 @@ class TestLimiter:
         assert (stats["throttled_requests"], stats["throttled_ns"], stats["allowed_requests"]) == (2, 9 * MS, 2)
         assert (stats["ops_consumed"], stats["throttled"], stats["ops"]["tokens_consumed"]) == (2, False, 2)
 
+    def test_refund_gives_back_what_a_request_took(self):
+        """A request the device could not carry out is refunded: the tokens are there again, never above size."""
+        limiter = RateLimiter(bandwidth=TokenBucket(100, 10), ops=TokenBucket(10, 10))
+        limiter.consume(1, 60, now_ns=0)
+        limiter.refund(1, 60)
+        assert (limiter.bandwidth.tokens, limiter.ops.tokens) == (100, 10)
+        limiter.refund(5, 500)
+        assert (limiter.bandwidth.tokens, limiter.ops.tokens) == (100, 10)
+        assert (limiter.stats["bytes_consumed"], limiter.stats["ops_consumed"]) == (0, 0)
+
+    def test_a_refund_during_the_burst_goes_back_to_the_burst(self):
+        """As Firecracker's force_replenish: while burst is left, refunds go there, up to its initial size."""
+        limiter = RateLimiter(ops=TokenBucket(10, 10, one_time_burst=5))
+        limiter.consume(3, now_ns=0)
+        limiter.refund(2)
+        assert (limiter.ops.one_time_burst, limiter.ops.tokens) == (4, 10)
+        limiter.refund(9)
+        assert limiter.ops.one_time_burst == 5
+
     def test_two_identical_runs_give_identical_stats(self):
         """Exact integer arithmetic: the same requests give the same stats, to the token and the ns."""
         def run():
