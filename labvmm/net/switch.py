@@ -238,7 +238,7 @@ class Switch:
         queued = len(port._outbox) + sum(1 for entry in self._pending if entry[4] is port)
         port.counters["drops"]["detached"] += queued
         port._outbox.clear()
-        self._pending = [entry for entry in self._pending if entry[4] is not port]
+        self._pending[:] = [entry for entry in self._pending if entry[4] is not port]  # in place: deliver may be running
         heapq.heapify(self._pending)
         port._queued = 0
         self.mac_table.forget_owner(port)
@@ -267,7 +267,8 @@ class Switch:
                     break
                 time_ns, _, _, frame, port = heapq.heappop(pending)
                 port._queued -= 1
-                accepted += self._switch_frame(port, frame, time_ns)
+                if port.attached:  # a receiver may have removed a port in this very call
+                    accepted += self._switch_frame(port, frame, time_ns)
         finally:
             self._delivering = False
             for writer, _ in self._captures:
@@ -276,7 +277,7 @@ class Switch:
 
     def next_delivery_ns(self) -> int | None:
         """Virtual time of the earliest queued frame, or None: where the host may place a barrier."""
-        times = [port._outbox[0][0] for port in self.ports.values() if port._outbox]
+        times = [min(entry[0] for entry in port._outbox) for port in self.ports.values() if port._outbox]
         if self._pending:
             times.append(self._pending[0][0])
         return min(times, default=None)
@@ -318,6 +319,8 @@ class Switch:
 
     def _hand(self, port: Port, frame: bytes, time_ns: int) -> int:
         drops = port.counters["drops"]
+        if not port.attached:  # removed by an earlier receiver of this same frame
+            return 0
         if port.receiver is None:
             drops["no-receiver"] += 1
             return 0

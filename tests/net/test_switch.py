@@ -133,6 +133,17 @@ class TestForwarding:
         assert switch.pending_frames == 0
 
 
+    def test_a_receiver_may_remove_a_port_while_deliver_runs(self, lan):
+        """A port removed from inside a receiver gets nothing more, and its queued frames are dropped."""
+        switch, nics = lan
+        nics["c"].port.send(frame(BROADCAST, mac("c")), 5)
+        nics["b"].port.receiver = lambda data: switch.remove_port("c") or True
+        nics["a"].port.send(frame(BROADCAST, mac("a")), 0)
+        assert switch.deliver(10) == 1  # b took it; c was gone before its turn
+        assert nics["c"].frames == [] and nics["c"].port.counters["drops"]["detached"] == 1
+        assert switch.pending_frames == 0 and list(switch.ports) == ["a", "b"]
+
+
 class TestDrops:
     def test_runt_frames_are_dropped_and_counted(self, lan):
         """A frame shorter than the 14-byte Ethernet header never enters the switch."""
