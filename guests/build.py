@@ -57,6 +57,8 @@ LDFLAGS = ["-Wl,--gc-sections", "-Wl,--build-id=none"]
 
 COMMON_M = ("common/start.S", "common/fmt.c", "common/uart.c")
 COMMON_S = ("common/start.S", "common/fmt.c")  # S-mode guests use SBI, not the UART
+VIRTIO_M = COMMON_M + ("common/fdt.c", "common/virtio.c", "common/virtio_guest.c")  # virtio-mmio drivers
+NET_M = VIRTIO_M + ("common/inet.c", "common/virtio_net.c")
 HOSTILE_M = COMMON_M + ("hostile/hostile.c", "hostile/garbage.c")
 HOSTILE_S = COMMON_S + ("hostile/sbi_guest.c", "hostile/garbage.c")
 
@@ -96,6 +98,14 @@ GUESTS = (
           "S", COMMON_S + ("minikernel/minikernel.c", "minikernel/trap.S")),
     Guest("rtc-test", "S-mode kernel: finds a Goldfish RTC in the device tree, reads it, takes its alarm.",
           "S", COMMON_S + ("rtc-test/rtc_test.c",)),
+    Guest("disk", "virtio-blk driver: capacity, serial, verifies a patterned test image, writes, flushes, reads back.",
+          "M", VIRTIO_M + ("disk/disk.c",)),
+    Guest("net-ping", "virtio-net driver: ARP for a target address, ICMP echo requests, prints each reply.",
+          "M", NET_M + ("net-ping/net_ping.c",)),
+    Guest("net-echo", "virtio-net driver woken by its PLIC interrupt: answers ARP and ICMP echo (param `count`).",
+          "M", NET_M + ("net-echo/net_echo.c",)),
+    Guest("rng", "virtio-rng driver: reads `bytes` random bytes and prints them in hex.",
+          "M", VIRTIO_M + ("rng/rng.c",)),
 )
 
 
@@ -268,8 +278,8 @@ class ElfFacts:
     params: dict[str, int]
 
 
-def read_elf_facts(data: bytes) -> ElfFacts:
-    """Entry, lowest load address and labvmm_param_* defaults of an ELF64 image."""
+def _parse_elf(data: bytes) -> tuple[int, list[tuple[int, int, int]], dict[str, int]]:
+    """Entry, PT_LOAD segments (vaddr, file offset, filesz) and {param name: vaddr} of an ELF64 image."""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ValueError("not a little-endian ELF64 file")
     (entry, phoff, shoff) = struct.unpack_from("<QQQ", data, 0x18)
@@ -295,15 +305,32 @@ def read_elf_facts(data: bytes) -> ElfFacts:
             end = data.index(b"\0", strtab_offset + st_name)
             name = data[strtab_offset + st_name:end].decode()
             if name.startswith(PARAM_PREFIX) and st_size == 8:
-                params[name[len(PARAM_PREFIX):]] = _read_u64(data, segments, value)
+                params[name[len(PARAM_PREFIX):]] = value
+    return entry, segments, params
+
+
+def read_elf_facts(data: bytes) -> ElfFacts:
+    """Entry, lowest load address and labvmm_param_* defaults of an ELF64 image."""
+    entry, segments, symbols = _parse_elf(data)
+    params = {name: struct.unpack_from("<Q", data, _file_offset(segments, vaddr))[0]
+              for name, vaddr in symbols.items()}
     return ElfFacts(entry=entry, load_address=min(s[0] for s in segments),
                     params=dict(sorted(params.items())))
 
 
-def _read_u64(data: bytes, segments: list[tuple[int, int, int]], vaddr: int) -> int:
+def param_file_offsets(data: bytes) -> dict[str, int]:
+    """Where in the ELF file each labvmm_param_<name>'s 8 bytes lie, by name.
+
+    QEMU has no labvmm loader: a run with other parameters patches a copy of the file there.
+    """
+    _entry, segments, symbols = _parse_elf(data)
+    return {name: _file_offset(segments, vaddr) for name, vaddr in symbols.items()}
+
+
+def _file_offset(segments: list[tuple[int, int, int]], vaddr: int) -> int:
     for seg_vaddr, offset, filesz in segments:
         if seg_vaddr <= vaddr and vaddr + 8 <= seg_vaddr + filesz:
-            return struct.unpack_from("<Q", data, offset + vaddr - seg_vaddr)[0]
+            return offset + vaddr - seg_vaddr
     raise ValueError(f"no loaded bytes at 0x{vaddr:x}")
 
 

@@ -10,7 +10,12 @@ is `qemu-system-riscv64 -machine virt -bios none -nographic -m 16M -kernel
 images/<name>.elf` under a timeout, and must end with exit status 0, i.e. the
 guest powered itself off through the test finisher. The echo guest is fed
 "hello\\r" and then Ctrl-D (0x04) on its console; rtos runs with `-icount
-shift=3` (QEMU_OPTIONS).
+shift=3` (QEMU_OPTIONS). The virtio guests (disk, net-ping, net-echo, rng) find
+no device in that run and say so.
+
+Then the runs of the virtio guests with their devices (virtio_runs.py: RUNS, and
+the net-echo/net-ping PAIRS on one link) are recorded into
+guests/expected/virtio/<run>.txt; each must end with its run's exit status.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import virtio_runs
 
 GUESTS_DIR = Path(__file__).resolve().parent
 EXPECTED_DIR = GUESTS_DIR / "expected"
@@ -51,6 +59,18 @@ def run_on_qemu(name: str) -> bytes:
     return result.stdout
 
 
+def virtio_outputs(workdir: Path) -> dict[Path, bytes]:
+    """{expected file: QEMU's output} of every virtio run; fails on an unexpected exit status."""
+    results = [(run, virtio_runs.run_on_qemu(run, workdir)) for run in virtio_runs.RUNS]
+    for pair in virtio_runs.PAIRS:
+        results += zip((pair.echo, pair.ping), virtio_runs.run_pair_on_qemu(pair, workdir))
+    for run, result in results:
+        if result.returncode != run.exit_code:
+            raise SystemExit(f"qemu_expected.py: virtio run {run.name} exited with status "
+                             f"{result.returncode} instead of {run.exit_code}\n{result.stderr.decode()}")
+    return {run.expected_path: result.stdout for run, result in results}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
@@ -70,8 +90,21 @@ def main(argv: list[str] | None = None) -> int:
             EXPECTED_DIR.mkdir(exist_ok=True)
             path.write_bytes(output)
             print(f"wrote expected/{name}.txt ({len(output)} bytes)")
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs = virtio_outputs(Path(tmp))
+    for path, output in outputs.items():
+        name = path.relative_to(GUESTS_DIR)
+        if args.check:
+            if not path.is_file() or path.read_bytes() != output:
+                differing.append(path.stem)
+                print(f"qemu_expected.py: virtio run {path.stem}: QEMU output differs from {name}")
+        else:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(output)
+            print(f"wrote {name} ({len(output)} bytes)")
     if args.check and not differing:
-        print(f"qemu_expected.py: all {len(names)} M-mode guests match their expected output")
+        print(f"qemu_expected.py: all {len(names)} M-mode guests and {len(outputs)} virtio runs "
+              f"match their expected output")
     return 1 if differing else 0
 
 
