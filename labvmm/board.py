@@ -23,8 +23,6 @@ from .errors import ConfigError
 from .fdt import EMPTY, Node, phandle, reg, string, strings, u32
 from .virt import CLINT_BASE, PLIC_BASE, TEST_FINISHER_BASE, TIMEBASE_HZ, UART0_BASE, UART0_IRQ
 
-# Phandles numbered as QEMU 7.2 numbers them for one hart.
-PH_CPU, PH_INTC, PH_PLIC, PH_TEST = 1, 2, 3, 4
 # Interrupt numbers of the hart's local interrupt controller (mip/mie bits, privileged spec 3.1.9).
 IRQ_M_SOFT, IRQ_M_TIMER, IRQ_S_EXT, IRQ_M_EXT = 3, 7, 9, 11
 #: The CPU labvmm's Unicorn hart is: what the device tree tells the guest.
@@ -52,6 +50,7 @@ class Wiring:
     timer_changed: Callable[[], None]
     #: context(name, irq) -> labvmm.attach.DeviceContext: a device's clock, line, timer and checked RAM.
     context: Callable[[str, int | None], Any]
+    harts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # per-slot configuration (what a virtio slot holds)
 
 
@@ -59,8 +58,10 @@ class Wiring:
 class DeviceSlot:
     """One device of the board: its bus name, window, factory, PLIC source and device-tree node.
 
-    `node(slot)` returns (parent path, Node) pairs: the device's node under /soc, and any
-    node elsewhere that belongs to it (the test finisher's poweroff and reboot nodes).
+    `node(slot, tree)` returns (parent path, Node) pairs: the device's node under /soc, and any
+    node elsewhere that belongs to it (the test finisher's poweroff and reboot nodes); `tree`
+    (a `Phandles`) gives the phandles of the harts' interrupt controllers, the PLIC and the
+    test finisher.
     `resets`: a machine reset calls the device's `reset()`.
     """
 
@@ -69,7 +70,7 @@ class DeviceSlot:
     size: int
     factory: Callable[[Wiring], Any]
     irq: int | None = None
-    node: Callable[["DeviceSlot"], list[tuple[str, Node]]] | None = None
+    node: Callable[["DeviceSlot", "Phandles"], list[tuple[str, Node]]] | None = None
     resets: bool = True
 
     @property
@@ -78,56 +79,90 @@ class DeviceSlot:
         return self.base + self.size
 
 
-def _on_plic(slot: DeviceSlot) -> dict[str, bytes]:
-    return {"interrupts": u32(slot.irq), "interrupt-parent": u32(PH_PLIC)}
+@dataclass(frozen=True)
+class Phandles:
+    """Phandles of a machine with `harts` harts, numbered as QEMU 7.2 numbers them.
+
+    QEMU walks the harts from the last to the first, giving each its cpu node's phandle and
+    then its interrupt controller's, and then numbers the PLIC and the test finisher: for one
+    hart cpu 1, intc 2, PLIC 3, test 4 (hw/riscv/virt.c, create_fdt_socket_cpus).
+    """
+
+    harts: int
+
+    def cpu(self, hart: int) -> int:
+        """The cpu node of `hart`."""
+        return 2 * (self.harts - 1 - hart) + 1
+
+    def intc(self, hart: int) -> int:
+        """The local interrupt controller of `hart`."""
+        return self.cpu(hart) + 1
+
+    @property
+    def plic(self) -> int:
+        """The PLIC."""
+        return 2 * self.harts + 1
+
+    @property
+    def test(self) -> int:
+        """The test finisher (the syscon of poweroff and reboot)."""
+        return 2 * self.harts + 2
+
+    def per_hart(self, *irqs: int) -> bytes:
+        """interrupts-extended naming `irqs` of every hart's interrupt controller, hart by hart."""
+        return u32(*(cell for h in range(self.harts) for irq in irqs for cell in (self.intc(h), irq)))
 
 
-def _test_node(slot: DeviceSlot) -> list[tuple[str, Node]]:
+def _on_plic(slot: DeviceSlot, tree: Phandles) -> dict[str, bytes]:
+    return {"interrupts": u32(slot.irq), "interrupt-parent": u32(tree.plic)}
+
+
+def _test_node(slot: DeviceSlot, tree: Phandles) -> list[tuple[str, Node]]:
     node = Node(f"test@{slot.base:x}", {
-        "phandle": phandle(PH_TEST), "reg": reg([(slot.base, slot.size)]),
+        "phandle": phandle(tree.test), "reg": reg([(slot.base, slot.size)]),
         "compatible": strings("sifive,test1", "sifive,test0", "syscon")})
     # Linux bindings power/reset/syscon-poweroff and syscon-reboot, on the finisher's register.
-    off = Node("poweroff", {"value": u32(0x5555), "offset": u32(0), "regmap": u32(PH_TEST),
+    off = Node("poweroff", {"value": u32(0x5555), "offset": u32(0), "regmap": u32(tree.test),
                             "compatible": string("syscon-poweroff")})
-    boot = Node("reboot", {"value": u32(0x7777), "offset": u32(0), "regmap": u32(PH_TEST),
+    boot = Node("reboot", {"value": u32(0x7777), "offset": u32(0), "regmap": u32(tree.test),
                            "compatible": string("syscon-reboot")})
     return [("/soc", node), ("/", off), ("/", boot)]
 
 
-def _clint_node(slot: DeviceSlot) -> list[tuple[str, Node]]:
+def _clint_node(slot: DeviceSlot, tree: Phandles) -> list[tuple[str, Node]]:
     return [("/soc", Node(f"clint@{slot.base:x}", {
-        "interrupts-extended": u32(PH_INTC, IRQ_M_SOFT, PH_INTC, IRQ_M_TIMER),
+        "interrupts-extended": tree.per_hart(IRQ_M_SOFT, IRQ_M_TIMER),
         "reg": reg([(slot.base, slot.size)]),
         "compatible": strings("sifive,clint0", "riscv,clint0")}))]
 
 
-def _plic_node(slot: DeviceSlot) -> list[tuple[str, Node]]:
+def _plic_node(slot: DeviceSlot, tree: Phandles) -> list[tuple[str, Node]]:
     return [("/soc", Node(f"plic@{slot.base:x}", {
-        "phandle": phandle(PH_PLIC), "riscv,ndev": u32(PLIC_SOURCES),
+        "phandle": phandle(tree.plic), "riscv,ndev": u32(PLIC_SOURCES),
         "reg": reg([(slot.base, slot.size)]),
-        "interrupts-extended": u32(PH_INTC, IRQ_M_EXT, PH_INTC, IRQ_S_EXT),
+        "interrupts-extended": tree.per_hart(IRQ_M_EXT, IRQ_S_EXT),
         "interrupt-controller": EMPTY,
         "compatible": strings("sifive,plic-1.0.0", "riscv,plic0"),
         "#address-cells": u32(0), "#interrupt-cells": u32(1)}))]
 
 
-def _serial_node(slot: DeviceSlot) -> list[tuple[str, Node]]:
+def _serial_node(slot: DeviceSlot, tree: Phandles) -> list[tuple[str, Node]]:
     return [("/soc", Node(f"serial@{slot.base:x}", {
-        **_on_plic(slot), "clock-frequency": u32(UART_CLOCK_HZ),
+        **_on_plic(slot, tree), "clock-frequency": u32(UART_CLOCK_HZ),
         "reg": reg([(slot.base, slot.size)]), "compatible": string("ns16550a")}))]
 
 
-def virtio_node(slot: DeviceSlot) -> list[tuple[str, Node]]:
+def virtio_node(slot: DeviceSlot, tree: Phandles) -> list[tuple[str, Node]]:
     """A virtio-mmio transport's node, as QEMU lists all eight, used or not."""
     return [("/soc", Node(f"virtio_mmio@{slot.base:x}", {
-        **_on_plic(slot), "reg": reg([(slot.base, slot.size)]), "compatible": string("virtio,mmio")}))]
+        **_on_plic(slot, tree), "reg": reg([(slot.base, slot.size)]), "compatible": string("virtio,mmio")}))]
 
 
-def device_node(compatible: str) -> Callable[[DeviceSlot], list[tuple[str, Node]]]:
+def device_node(compatible: str) -> Callable[[DeviceSlot, Phandles], list[tuple[str, Node]]]:
     """The node of a device of the user's own: `<name>@<base>` with its compatible string."""
 
-    def node(slot: DeviceSlot) -> list[tuple[str, Node]]:
-        props = {**(_on_plic(slot) if slot.irq is not None else {}),
+    def node(slot: DeviceSlot, tree: Phandles) -> list[tuple[str, Node]]:
+        props = {**(_on_plic(slot, tree) if slot.irq is not None else {}),
                  "reg": reg([(slot.base, slot.size)]), "compatible": string(compatible)}
         return [("/soc", Node(f"{slot.name}@{slot.base:x}", props))]
 
@@ -140,7 +175,7 @@ VIRT_SLOTS: tuple[DeviceSlot, ...] = (
                lambda w: TestFinisher(power_off=w.power_off, reset=w.reset_requested),
                node=_test_node, resets=False),
     DeviceSlot("clint", CLINT_BASE, Clint.size,
-               lambda w: Clint(clock=w.mtime_ticks, changed=w.timer_changed), node=_clint_node),
+               lambda w: Clint(clock=w.mtime_ticks, changed=w.timer_changed, harts=w.harts), node=_clint_node),
     DeviceSlot("plic", PLIC_BASE, Plic.size, lambda w: w.plic, node=_plic_node),
     DeviceSlot("uart0", UART0_BASE, Uart16550.size,
                lambda w: Uart16550(tx=w.console_write, irq=w.irq_line(UART0_IRQ)),
@@ -204,33 +239,39 @@ class Board:
         return [(s.name, self.devices[s.name].state) for s in self.slots
                 if getattr(self.devices[s.name], "state", None) is not None]
 
-    def device_tree(self, *, ram_base: int, ram_size: int, bootargs: str = "",
+    def device_tree(self, *, ram_base: int, ram_size: int, bootargs: str = "", harts: int = 1,
                     timebase_hz: int = TIMEBASE_HZ, isa: str = CPU_ISA, mmu_type: str = CPU_MMU) -> bytes:
-        """The DTB of this board with its RAM (Devicetree Specification v0.4)."""
-        return device_tree(self.slots, ram_base=ram_base, ram_size=ram_size, bootargs=bootargs,
+        """The DTB of this board with its RAM and harts (Devicetree Specification v0.4)."""
+        return device_tree(self.slots, ram_base=ram_base, ram_size=ram_size, bootargs=bootargs, harts=harts,
                            timebase_hz=timebase_hz, isa=isa, mmu_type=mmu_type)
 
 
-def device_tree(slots: Sequence[DeviceSlot], *, ram_base: int, ram_size: int, bootargs: str = "",
+def _cpu_node(hart: int, tree: Phandles, isa: str, mmu_type: str) -> Node:
+    intc = Node("interrupt-controller", {
+        "#interrupt-cells": u32(1),
+        "#address-cells": u32(0),  # not in QEMU 7.2's tree; dtc warns without it
+        "interrupt-controller": EMPTY, "compatible": string("riscv,cpu-intc"),
+        "phandle": phandle(tree.intc(hart))})
+    return Node(f"cpu@{hart}", {
+        "phandle": phandle(tree.cpu(hart)), "device_type": string("cpu"), "reg": u32(hart),
+        "status": string("okay"), "compatible": string("riscv"),
+        "riscv,isa": string(isa), "mmu-type": string(mmu_type)}, [intc])
+
+
+def device_tree(slots: Sequence[DeviceSlot], *, ram_base: int, ram_size: int, bootargs: str = "", harts: int = 1,
                 timebase_hz: int = TIMEBASE_HZ, isa: str = CPU_ISA, mmu_type: str = CPU_MMU) -> bytes:
-    """The DTB of a one-hart machine made of `slots`, laid out as QEMU 7.2 writes virt's tree."""
+    """The DTB of a machine of `harts` harts made of `slots`, laid out as QEMU 7.2 writes virt's tree."""
     if ram_size <= 0:
         raise ValueError(f"ram_size {ram_size:#x} must be positive")
     for slot in slots:
         if slot.irq is not None and not 1 <= slot.irq <= PLIC_SOURCES:
             raise ValueError(f"interrupt {slot.irq} of {slot.name!r} is outside the PLIC's sources 1..{PLIC_SOURCES}")
+    tree = Phandles(harts)
     chosen = Node("chosen", {"stdout-path": string(f"/soc/serial@{UART0_BASE:x}")})
     if bootargs:
         chosen.set("bootargs", string(bootargs))
-    intc = Node("interrupt-controller", {
-        "#interrupt-cells": u32(1),
-        "#address-cells": u32(0),  # not in QEMU 7.2's tree; dtc warns without it
-        "interrupt-controller": EMPTY, "compatible": string("riscv,cpu-intc"),
-        "phandle": phandle(PH_INTC)})
-    cpu = Node("cpu@0", {
-        "phandle": phandle(PH_CPU), "device_type": string("cpu"), "reg": u32(0),
-        "status": string("okay"), "compatible": string("riscv"),
-        "riscv,isa": string(isa), "mmu-type": string(mmu_type)}, [intc])
+    cores = Node("cluster0", {}, [Node(f"core{h}", {"cpu": u32(tree.cpu(h))}) for h in range(harts)])
+    cpus = [_cpu_node(h, tree, isa, mmu_type) for h in range(harts)] + [Node("cpu-map", {}, [cores])]
     soc = Node("soc", {"#address-cells": u32(2), "#size-cells": u32(2),
                        "compatible": string("simple-bus"), "ranges": EMPTY})
     root = Node("", {
@@ -240,14 +281,14 @@ def device_tree(slots: Sequence[DeviceSlot], *, ram_base: int, ram_size: int, bo
         chosen,
         Node(f"memory@{ram_base:x}", {"device_type": string("memory"), "reg": reg([(ram_base, ram_size)])}),
         Node("cpus", {"#address-cells": u32(1), "#size-cells": u32(0),
-                      "timebase-frequency": u32(timebase_hz)}, [cpu]),
+                      "timebase-frequency": u32(timebase_hz)}, cpus),
         soc,
     ])
     for slot in slots:
-        for parent, node in slot.node(slot) if slot.node is not None else ():
+        for parent, node in slot.node(slot, tree) if slot.node is not None else ():
             (soc if parent == "/soc" else root).add(node)
     return root.to_dtb()
 
 
-__all__ = ["Board", "DeviceSlot", "Wiring", "VIRT_SLOTS", "builtin_windows", "builtin_irqs",
+__all__ = ["Board", "DeviceSlot", "Wiring", "Phandles", "VIRT_SLOTS", "builtin_windows", "builtin_irqs",
            "device_tree", "device_node", "virtio_node"]

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import sbi, traps
+from . import sbi, sbi_harts, traps
 from .attach import GuardedDevice
 from .exits import Fault, Hypercall, Mmio, Trap
 from .isolation import CAUSE_FETCH_ACCESS, CAUSE_LOAD_ACCESS, CAUSE_STORE_ACCESS
@@ -81,7 +81,7 @@ def handle_trap(ctx: ExitContext, event: Trap | Hypercall):
     if isinstance(event, Hypercall):
         if _is_sbi_call(ctx, event):
             ctx.exits["hypercall"] += 1
-            result = sbi.handle_sbi(event, ctx.sbi_env)
+            result = sbi_harts.handle_harts(event, ctx.sbi_env) or sbi.handle_sbi(event, ctx.sbi_env)
             if result.refusal is not None:
                 r = result.refusal
                 ctx.record_violation("bad-hypercall", event.pc, r.address, r.size, "call-refused",

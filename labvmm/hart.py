@@ -24,7 +24,7 @@ class Hart:
     """A hart: build it, map the VM's RAM and devices into it, then `run` slices."""
 
     def __init__(self, hart_id: int, *, clint, plic, mtime_ticks: Callable[[], int],
-                 instructions: Callable[[], int], timer_changed: Callable[[], None],
+                 timer_changed: Callable[[], None],
                  make_context: Callable[["Hart"], exit_handlers.ExitContext], guest_read) -> None:
         self.hart_id = hart_id
         self.csrs = HartCsrs(CsrHost(
@@ -33,20 +33,24 @@ class Hart:
             scounteren=lambda: self.cpu.read_csr("scounteren"),
             # CSR reads happen mid-instruction, which the slice's count already includes: the
             # clock they read is the one at the start of that instruction.
-            mtime_ticks=lambda: mtime_ticks(-1), instructions=lambda: instructions() + self.cpu.retired_in_slice(),
+            mtime_ticks=lambda: mtime_ticks(-1), instructions=lambda: self.instructions + self.cpu.retired_in_slice(),
             stimecmp_changed=timer_changed, emulated=self._count_emulated))
         self.cpu = Vcpu(on_mmio=self._on_mmio, on_trap=self._on_trap, on_fault=self._on_fault,
                         fetch=lambda pc: traps.read_instruction(self.cpu, guest_read, pc), csrs=self)
-        self.interrupts = HartInterrupts(self.cpu, clint, plic, mtime_ticks, self.csrs.sstc_deadline)
+        self.interrupts = HartInterrupts(self.cpu, clint, plic, mtime_ticks, self.csrs.sstc_deadline, hart_id)
+        self.status = 0  # SBI HSM state (labvmm.harts: STARTED 0, STOPPED 1); the VM sets it at boot
+        self.idle = False  # in wfi, waiting for an interrupt
+        self.instructions = 0  # retired by this hart
+        self.injected_total = 0  # interrupts it took
         self.exit_context = make_context(self)
         self.exit_seconds = 0.0  # wall time in the VMM's exit handlers called from the CPU
 
     def run(self, budget: int) -> tuple[int, object, int]:
-        """Run up to `budget` instructions: (retired, exit value, M-level interrupts injected meanwhile)."""
-        before = self.interrupts.injected
+        """Run up to `budget` instructions: (retired, exit value, interrupts the hart took meanwhile)."""
+        before = self.cpu.interrupts_taken
         self.interrupts.sync()  # a timer may have come due while the hart waited
         retired, exit_value = self.cpu.run(budget)
-        return retired, exit_value, self.interrupts.injected - before
+        return retired, exit_value, self.cpu.interrupts_taken - before
 
     # -- the engine's CSR table calls these (labvmm.unicorn_abi.CsrTable) ---------------------
     def csr_read(self, csrno: int) -> int | None:

@@ -14,6 +14,7 @@ from collections import deque
 from .attach import check_devices
 from .errors import ConfigError, ImageError, LabvmmError, OutOfMemoryError
 from .guests import resolve
+from .harts import MAX_VCPUS
 from .isolation import IsolationLog, check_policy
 from .loader import check_fits, parse_image, read_image_file
 from .memory import MIB, PAGE_SIZE, FramePool, GuestMemory
@@ -68,6 +69,7 @@ class Host(RunLoop, PageSharing, Reports):
         firmware: str | None = None,
         params: dict[str, int] | None = None,
         bootargs: str = "",
+        vcpus: int = 1,
         start: bool = True,
         on_violation: str = "stop",
         devices=None,
@@ -76,6 +78,9 @@ class Host(RunLoop, PageSharing, Reports):
 
         `on_violation` says what an access outside the VM's RAM and devices does: "stop" the
         VM or "fault" (deliver an access fault to the guest's trap handler); see labvmm.isolation.
+        `vcpus` (1-8) gives the VM that many harts sharing its RAM (labvmm.harts): under labvmm's
+        firmware hart 0 boots and the others wait for SBI hart_start; a guest that is its own
+        firmware has them all start at its entry with a0 = hart id, as on QEMU's virt.
         `devices` attaches devices of your own to the VM's MMIO bus, as a dict
         {name: (base, device)} or {name: (base, device, irq)}, or a list of
         `labvmm.attach.DeviceSpec(name, base, device, irq=None)`; see labvmm.attach.
@@ -107,7 +112,9 @@ class Host(RunLoop, PageSharing, Reports):
         check_fits(loaded, RAM_BASE, memory_mib * MIB)
         if params is not None and not isinstance(params, dict):
             raise ConfigError(f"params must be a dict of name -> integer, got {type(params).__name__}")
-        config = VMConfig(name=name, memory_mib=memory_mib, firmware=firmware, params=dict(params or {}), bootargs=bootargs)
+        vcpus = check_positive_int("vcpus", vcpus, MAX_VCPUS)
+        config = VMConfig(name=name, memory_mib=memory_mib, firmware=firmware, params=dict(params or {}),
+                          bootargs=bootargs, vcpus=vcpus)
         device_specs = check_devices(devices, ram_base=RAM_BASE, ram_size=memory_mib * MIB)
         vm_id = self._next_id
         runs = self.pool.allocate(vm_id, memory_mib * MIB // PAGE_SIZE, RAM_BASE)

@@ -23,33 +23,48 @@ class Inspection:
         if self.state.value == "destroyed":  # its frames may belong to another VM by now
             raise LifecycleError(f"VM {self.name!r} is destroyed")
 
-    def reg(self, name: str) -> int:
-        """A register by name: x0-x31, ABI names, pc, priv, or a CSR (mstatus, satp, ...)."""
+    def _cpu_of(self, hart: int):
+        if isinstance(hart, bool) or not isinstance(hart, int) or not 0 <= hart < len(self.harts):
+            raise ConfigError(f"VM {self.name!r} has harts 0..{len(self.harts) - 1}, got hart {hart!r}")
+        return self.harts[hart].cpu
+
+    def reg(self, name: str, hart: int = 0) -> int:
+        """A register of a hart (the boot hart by default) by name: x0-x31, ABI names, pc, priv, or a CSR."""
         self._alive()
+        cpu = self._cpu_of(hart)
         if not isinstance(name, str):
             raise ConfigError(f"a register is named by a string (a0, pc, mstatus, ...), got {type(name).__name__} {name!r}")
         key = name.lower()
         if key == "pc":
-            return self.cpu.pc
+            return cpu.pc
         if key in ("priv", "privilege"):
-            return self.cpu.get_privilege()
+            return cpu.get_privilege()
         if key in CSR_NAMES:
-            return self.cpu.read_csr(key)
+            return cpu.read_csr(key)
         try:
-            return self.cpu.read_gpr(key)
+            return cpu.read_gpr(key)
         except KeyError:
             raise ConfigError(
                 f"no register named {name!r} (expected x0-x31, an ABI name like a0 or sp, pc, priv, "
                 f"or a CSR: {', '.join(CSR_NAMES)})"
             ) from None
 
-    def registers(self) -> dict[str, int]:
-        """pc, privilege, the 32 general registers by ABI name, and the CSRs labvmm names."""
+    def registers(self, hart: int = 0) -> dict[str, int]:
+        """pc, privilege, the 32 general registers by ABI name, and the CSRs labvmm names, of one hart."""
         self._alive()
-        out = {"pc": self.cpu.pc, "priv": self.cpu.get_privilege()}
-        out.update(zip(ABI_NAMES, self.cpu.gprs()))
-        out.update(self.cpu.csrs())
+        cpu = self._cpu_of(hart)
+        out = {"pc": cpu.pc, "priv": cpu.get_privilege()}
+        out.update(zip(ABI_NAMES, cpu.gprs()))
+        out.update(cpu.csrs())
         return out
+
+    def vcpus(self) -> list[dict]:
+        """One line per hart: its id, SBI HSM state, privilege, pc, and instructions retired."""
+        self._alive()
+        states = {0: "started", 1: "stopped", 2: "start-pending", 3: "stop-pending"}
+        return [{"hart": h.hart_id, "state": states.get(h.status, "?"), "idle": h.idle,
+                 "privilege": PRIV_NAMES.get(h.cpu.get_privilege(), "?"), "pc": h.cpu.pc,
+                 "instructions": h.instructions} for h in self.harts]
 
     def dirty_pages(self) -> list[int]:
         """Guest addresses of the pages written since the previous call (first call: every non-zero page).
@@ -84,7 +99,8 @@ class Inspection:
         h = hashlib.sha256()
         h.update(repr((self.name, self.state.value, self.exit_code, self.crash_reason, self.instructions)).encode())
         if self.state.value != "destroyed":
-            h.update(repr(sorted(self.registers().items())).encode())
+            for hart in range(len(self.harts)):
+                h.update(repr(sorted(self.registers(hart).items())).encode())
             h.update(self._memory_digest())
             for name, state in self.board.states():
                 h.update(repr((name, asdict(state))).encode())
@@ -114,6 +130,7 @@ class Inspection:
             "instructions": self.instructions,
             "slices": self.slices,
             "memory_kib": self.memory.size // 1024,
+            "vcpus": self.config.vcpus,
             "privilege": PRIV_NAMES.get(self.cpu.get_privilege(), "?") if alive else None,
             "console": self.console_text(),
             "console_bytes": self.console.total,

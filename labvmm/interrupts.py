@@ -24,25 +24,26 @@ class HartInterrupts:
     """Interrupt state of one hart, over its CPU, the CLINT and the PLIC."""
 
     def __init__(self, cpu, clint, plic, mtime_ticks: Callable[[], int],
-                 sstc_deadline: Callable[[], int | None] = lambda: None) -> None:
+                 sstc_deadline: Callable[[], int | None] = lambda: None, hart_id: int = 0) -> None:
         self.cpu, self.clint, self.plic = cpu, clint, plic
+        self.hart_id = hart_id
+        # PLIC contexts of this hart on QEMU's virt: 2h for M-mode, 2h+1 for S-mode.
+        self._ctx_m, self._ctx_s = PLIC_CONTEXT_M + 2 * hart_id, PLIC_CONTEXT_S + 2 * hart_id
         self._mtime_ticks = mtime_ticks
         self._sstc_deadline = sstc_deadline
         #: SBI set_timer's deadline, in mtime ticks (None: not armed).
         self.stimer_deadline: int | None = None
         self._m_lines = 0  # the M-level lines last driven into mip
         self._s_lines = 0  # the S-level lines last driven into mip
-        #: M-level interrupt lines raised so far (each rise is one interrupt injected).
-        self.injected = 0
 
     def pending_m(self) -> int:
         """The M-level lines that are high now (MTIP, MSIP, MEIP)."""
         pending = 0
-        if self.clint.timer_pending():
+        if self.clint.timer_pending(self.hart_id):
             pending |= traps.MIP_MTIP
-        if self.clint.state.msip:
+        if self.clint.software_pending(self.hart_id):
             pending |= traps.MIP_MSIP
-        if self.plic.context_pending(PLIC_CONTEXT_M):
+        if self.plic.context_pending(self._ctx_m):
             pending |= traps.MIP_MEIP
         return pending
 
@@ -53,7 +54,7 @@ class HartInterrupts:
         sstc = self._sstc_deadline()
         if (self.stimer_deadline is not None and now >= self.stimer_deadline) or (sstc is not None and now >= sstc):
             want |= traps.MIP_STIP
-        if self.plic.context_pending(PLIC_CONTEXT_S):
+        if self.plic.context_pending(self._ctx_s):
             want |= traps.MIP_SEIP
         return want
 
@@ -61,7 +62,6 @@ class HartInterrupts:
         """Drive into mip the lines that changed since the last call."""
         m = self.pending_m()
         if m != self._m_lines:
-            self.injected += bin(m & ~self._m_lines).count("1")
             self.cpu.set_interrupt_lines(traps.M_LEVEL, m)
             self._m_lines = m
         s = self.pending_s()

@@ -62,6 +62,8 @@ SUPPORTED = {
     EID_SRST,
     EID_DBCN,
     EID_LABVMM,
+    # labvmm.sbi_harts: HSM, IPI, RFENCE and the legacy IPI and fence calls
+    0x48534D, 0x735049, 0x52464E43, 0x03, 0x04, 0x05, 0x06, 0x07,
 }
 
 #: Human names for the exit-by-reason accounting and the isolation log.
@@ -75,6 +77,7 @@ EXTENSION_NAMES = {
     EID_SRST: "srst",
     EID_DBCN: "dbcn",
     EID_LABVMM: "labvmm",
+    0x48534D: "hsm", 0x735049: "ipi", 0x52464E43: "rfence",
 }
 
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF

@@ -74,6 +74,10 @@ _set_ops = _fn("riscv_set_csr_ops_riscv64", [ctypes.c_int, ctypes.POINTER(_Ops)]
 do_interrupt = _fn("riscv_cpu_do_interrupt_riscv64", [ctypes.c_void_p], None)
 update_mip = _fn("riscv_cpu_update_mip_riscv64", [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32], ctypes.c_uint32)
 tlb_flush = _fn("tlb_flush_riscv64", [ctypes.c_void_p], None)
+tb_flush = _fn("tb_flush_riscv64", [ctypes.c_void_p], None)
+#: CPUClass.cpu_exec_interrupt: bool (*)(CPUState *, int interrupt_request); true when an interrupt was taken.
+EXEC_INTERRUPT_FN = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_int)
+_exec_interrupt = _fn("riscv_cpu_exec_interrupt_riscv64", [ctypes.c_void_p, ctypes.c_int], ctypes.c_bool)
 #: pmpcfg0-3 and pmpaddr0-15 (privileged spec 3.7): writes take effect at once (`CsrTable.flush_after_write`).
 PMP_CSRS = tuple(range(0x3A0, 0x3A4)) + tuple(range(0x3B0, 0x3C0))
 
@@ -93,6 +97,7 @@ class Layout:
         self.env_from_cpu = 0  # env = cpu + this
         self.exception_index = 0  # offset in CPUState
         self.pc = self.priv = self.badaddr = 0  # offsets in env
+        self.exec_interrupt = 0  # offset from env of the CPU's class slot cpu_exec_interrupt
         self.csr: dict[str, int] = {}  # CSR name -> offset in env
 
     @classmethod
@@ -112,6 +117,7 @@ class Layout:
         self._find_cpu(uc, env)
         self._find_fields(uc, env)
         self._find_exception_fields(uc, env)
+        self._find_exec_interrupt(env)
 
     @staticmethod
     def _env_by_csr_handler(uc) -> int:
@@ -200,6 +206,9 @@ class Layout:
             raise VcpuError(f"cannot locate {what} in unicorn {unicorn.__version__}'s CPU state")
         return hits.pop()
 
+    def _find_exec_interrupt(self, env: int) -> None:
+        self.exec_interrupt = _exec_interrupt_slot(env)
+
     def _find_exception_fields(self, uc, env: int) -> None:
         """A fetch page fault at a known address in S-mode Sv39: exception_index 12, badaddr = that address."""
         cpu = env - self.env_from_cpu
@@ -230,6 +239,43 @@ class Layout:
         if len(seen) != 1 or seen[0][0] != 12 or not seen[0][1] or len(seen[0][2]) != 1:
             raise VcpuError(f"cannot locate unicorn {unicorn.__version__}'s exception state; labvmm needs unicorn 2.1.4")
         self.exception_index, self.badaddr = seen[0][1][0], seen[0][2][0]
+
+
+def _exec_interrupt_slot(env: int) -> int:
+    """The one word after env (in the CPU object's own class, Unicorn keeps one per CPU) holding cpu_exec_interrupt."""
+    target = ctypes.cast(_exec_interrupt, ctypes.c_void_p).value
+    view = (u64 * (0x2000 // 8)).from_address(env)
+    hits = [i * 8 for i, word in enumerate(view) if word == target]
+    if len(hits) != 1:
+        raise VcpuError(f"cannot locate unicorn {unicorn.__version__}'s interrupt entry; labvmm needs unicorn 2.1.4")
+    return hits[0]
+
+
+class InterruptTap:
+    """Counts the interrupts a CPU takes: its class's cpu_exec_interrupt, wrapped (one per CPU object).
+
+    QEMU takes an interrupt itself (labvmm only drives mip), in riscv_cpu_exec_interrupt at a
+    block boundary; the engine calls it only while an interrupt request is raised, so the
+    wrapper costs nothing while no line is high. `taken` counts the interrupts entered.
+    """
+
+    def __init__(self, env: int) -> None:
+        self.taken = 0
+        self._slot = u64.from_address(env + Layout.get().exec_interrupt)
+        original = _exec_interrupt
+
+        def wrapper(cpu, request):
+            entered = original(cpu, request)
+            if entered:
+                self.taken += 1
+            return entered
+
+        self._callback = EXEC_INTERRUPT_FN(wrapper)  # kept alive as long as the CPU
+        self._slot.value = ctypes.cast(self._callback, ctypes.c_void_p).value
+
+    def detach(self) -> None:
+        """Put the engine's own function back (before the CPU is freed)."""
+        self._slot.value = ctypes.cast(_exec_interrupt, ctypes.c_void_p).value
 
 
 class CsrTable:
@@ -317,4 +363,4 @@ class CsrTable:
         cls._installed[csrno] = (original, (callback,))
 
 
-__all__ = ["Layout", "CsrTable", "PMP_CSRS", "do_interrupt", "update_mip", "tlb_flush", "uc_address"]
+__all__ = ["Layout", "CsrTable", "InterruptTap", "PMP_CSRS", "do_interrupt", "update_mip", "tlb_flush", "tb_flush", "uc_address"]

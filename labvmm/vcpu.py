@@ -36,7 +36,7 @@ from unicorn import riscv_const as rc
 
 from .errors import VcpuError
 from .exits import BudgetDone, Fault, Hypercall, Idle, Mmio, Preempted, Trap
-from .unicorn_abi import PMP_CSRS, CsrTable, Layout, do_interrupt, u64, uc_address, update_mip
+from .unicorn_abi import PMP_CSRS, CsrTable, InterruptTap, Layout, do_interrupt, tb_flush, tlb_flush, u64, uc_address, update_mip
 
 PRIV_U, PRIV_S, PRIV_M = 0, 1, 3
 PRIV_NAMES = {PRIV_U: "U", PRIV_S: "S", PRIV_M: "M"}
@@ -171,6 +171,7 @@ class Vcpu:
         self._badaddr = u64.from_address(env + layout.badaddr)
         self._exception = ctypes.c_int32.from_address(self._cpu + layout.exception_index)
         self._csrv = {name: u64.from_address(env + off) for name, off in layout.csr.items()}
+        self._interrupts = InterruptTap(env)
         if self._pcv.value != self._uc.reg_read(rc.UC_RISCV_REG_PC):
             raise VcpuError(f"unicorn {unicorn.__version__}'s CPU state is not where it was found; labvmm needs unicorn 2.1.4")
 
@@ -231,6 +232,14 @@ class Vcpu:
         cached per Unicorn instance, and a store from another instance does not invalidate it.
         """
         self._uc.ctl_remove_cache(start, end)
+
+    def flush_all_code(self) -> None:
+        """Drop every translation this hart cached (another hart of the VM may have written code)."""
+        tb_flush(self._cpu)
+
+    def flush_tlb(self) -> None:
+        """Drop this hart's cached address translations (an sfence.vma done for it from outside)."""
+        tlb_flush(self._cpu)
 
     # -- running ----------------------------------------------------------------------
     def run(self, budget: int) -> tuple[int, object]:
@@ -342,6 +351,11 @@ class Vcpu:
         target = self._privv.value
         self._csrv["mtval" if target == PRIV_M else "stval"].value = tval
         return target, self._pcv.value
+
+    @property
+    def interrupts_taken(self) -> int:
+        """Interrupts this hart has entered (QEMU takes them; labvmm counts them)."""
+        return self._interrupts.taken
 
     def set_interrupt_lines(self, mask: int, value: int) -> None:
         """Drive the mip bits in `mask` to `value` (M-level ones included): QEMU takes what is enabled.
@@ -458,6 +472,9 @@ class Vcpu:
             CsrTable.harts.pop(self._csr_env, None)
             self._csr_env = None
         self._callbacks.clear()
+        if self._interrupts is not None:
+            self._interrupts.detach()
+            self._interrupts = None
         self._gpr = self._pcv = self._privv = self._badaddr = self._exception = None
         self._csrv = {}
         self._uc = None

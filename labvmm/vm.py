@@ -22,11 +22,11 @@ from .errors import ConfigError, LifecycleError
 from .exits import BudgetDone, Fault, Halt, Idle, Preempted, Reset, Trap, Yield
 from .fdt import place_dtb
 from .hart import Hart
+from .harts import STARTED, STOPPED, HartSet, HartSbiEnv
 from .lifecycle import Lifecycle, VMState
 from .isolation import DEFAULT_POLICY, IsolationEvent, IsolationLog, check_policy
 from .loader import Image, resolve_params
 from .memory import GuestMemory
-from .sbi import VmSbiEnv
 from .timers import DeviceTimers, EventCache
 from .vcpu import PRIV_M, PRIV_S
 from .virt import INSNS_PER_TICK
@@ -47,6 +47,7 @@ class VMConfig:
     firmware: str = "guest"
     params: dict[str, int] = field(default_factory=dict)
     bootargs: str = ""
+    vcpus: int = 1
 
 
 class VM(Lifecycle, inspection.Inspection):
@@ -82,7 +83,6 @@ class VM(Lifecycle, inspection.Inspection):
         self.slices = 0
         self.exits: Counter[str] = Counter()
         self.console = ConsoleBuffer()
-        self.idle = False
         self.resets = 0
         self.guest_seconds = 0.0  # wall time inside the CPU, exit handlers included
         self._closed_exit_seconds = 0.0  # exit handler time of harts closed by a reset
@@ -99,11 +99,11 @@ class VM(Lifecycle, inspection.Inspection):
     # -- assembly -----------------------------------------------------------------------
     def _build_board(self, specs: list[DeviceSpec]) -> None:
         """The board's devices, then devices of your own (checked by labvmm.attach.check_devices)."""
-        self.plic = Plic()  # first: the other devices' interrupt lines are its sources
+        self.plic = Plic(harts=self.config.vcpus)  # first: the other devices' lines are its sources
         wiring = Wiring(plic=self.plic, irq_line=self._irq_line, console_write=self.console.write,
                         power_off=self._power_off, reset_requested=self._reset_requested,
-                        mtime_ticks=self.mtime_ticks, timer_changed=self._timer_changed,
-                        context=self._device_context)
+                        mtime_ticks=self.mtime_ticks, timer_changed=lambda hart=0: self._timer_changed(),
+                        context=self._device_context, harts=self.config.vcpus)
         self.board = Board.with_own_devices(VIRT_SLOTS, specs, wiring)
         self.bus = self.board.bus
         self.clint = self.board.devices["clint"]
@@ -125,79 +125,97 @@ class VM(Lifecycle, inspection.Inspection):
     def _dma_written(self, addr: int, length: int) -> None:
         """A device wrote guest RAM: drop code translated from those pages (DMA is seen by fetch)."""
         if self._booted:
-            self.cpu.flush_code(addr & ~0xFFF, (addr + length + 0xFFF) & ~0xFFF)
+            for hart in self.harts:
+                hart.cpu.flush_code(addr & ~0xFFF, (addr + length + 0xFFF) & ~0xFFF)
 
     def _irq_line(self, source: int) -> Callable[[bool], None]:
         line = self.plic.line(source)
 
         def set_level(high: bool) -> None:
             line(high)
-            if self._booted:  # a device may drive its line from attach(), before the hart exists
-                self.interrupts.changed()
+            if self._booted:  # a device may drive its line from attach(), before the harts exist
+                for hart in self.harts:
+                    hart.interrupts.changed()
 
         return set_level
 
     def _boot(self) -> None:
-        """A fresh hart, the image and the DTB in RAM, the hart at the entry point."""
-        self.hart = Hart(0, clint=self.clint, plic=self.plic, mtime_ticks=self.mtime_ticks,
-                         instructions=lambda: self.instructions, timer_changed=self._timer_changed,
-                         make_context=self._exit_context, guest_read=self.guest_read)
+        """Fresh harts, the image and the DTB in RAM, the harts at the entry point."""
+        self.harts = HartSet([self._new_hart(h) for h in range(self.config.vcpus)])
+        self.hart = self.harts[0]  # the boot hart: `cpu`, `interrupts` and `reg()` name it
         self.cpu, self.interrupts, self.exit_context = self.hart.cpu, self.hart.interrupts, self.hart.exit_context
-        self.interrupts.sync()
-        for guest, host, size in self.memory.host_pointers():
-            self.cpu.map_ram(guest, host, size)
-        for slot in self.bus.slots:
-            self.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF)
         if self.resets:
             self.memory.clear()
         for seg in self.image.segments:
             self.memory.write(seg.address, seg.data)
         for addr, value in self._param_writes.items():
             self.memory.write(addr, value.to_bytes(8, "little"))
-        dtb = self.board.device_tree(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs)
+        dtb = self.board.device_tree(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs,
+                                     harts=self.config.vcpus)
         try:
             self.dtb_address = place_dtb(self.memory.base, self.memory.size, len(dtb), above=self.image.end)
         except ValueError as exc:
             raise ConfigError(f"VM {self.name!r}: {exc}; give it more memory") from None
         self.memory.write(self.dtb_address, dtb)
-        # Boot protocol of QEMU's virt and of SBI firmware: a0 = hart id, a1 = DTB address.
-        self.cpu.write_gpr("a0", 0)
-        self.cpu.write_gpr("a1", self.dtb_address)
-        self.cpu.pc = self.image.entry
-        if self.config.firmware == "labvmm":
-            self.cpu.write_csr("medeleg", FIRMWARE_MEDELEG)
-            self.cpu.write_csr("mideleg", FIRMWARE_MIDELEG)
-            self.cpu.write_csr("mcounteren", 0x7)
-            self.cpu.set_privilege(PRIV_S)
-        else:
-            self.cpu.set_privilege(PRIV_M)
+        for hart in self.harts:
+            self._reset_hart(hart)
         self._events.invalidate()
         if self.timer_listener is not None:
             self.timer_listener()
-        self.idle = False
         self._booted = True
+
+    def _new_hart(self, hart_id: int) -> Hart:
+        hart = Hart(hart_id, clint=self.clint, plic=self.plic, mtime_ticks=self.mtime_ticks,
+                    timer_changed=self._timer_changed, make_context=self._exit_context, guest_read=self.guest_read)
+        for guest, host, size in self.memory.host_pointers():
+            hart.cpu.map_ram(guest, host, size)
+        for slot in self.bus.slots:
+            hart.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF)
+        return hart
+
+    def _reset_hart(self, hart: Hart) -> None:
+        """The hart as the machine's reset leaves it: a0 = hart id, a1 = DTB (QEMU's virt and SBI's boot protocol)."""
+        cpu = hart.cpu
+        cpu.write_gpr("a0", hart.hart_id)
+        cpu.write_gpr("a1", self.dtb_address)
+        cpu.pc = self.image.entry
+        if self.config.firmware == "labvmm":  # the boot hart starts; the others wait for SBI hart_start
+            cpu.write_csr("medeleg", FIRMWARE_MEDELEG)
+            cpu.write_csr("mideleg", FIRMWARE_MIDELEG)
+            cpu.write_csr("mcounteren", 0x7)
+            cpu.set_privilege(PRIV_S)
+            hart.status = STARTED if hart.hart_id == 0 else STOPPED
+        else:  # its own firmware: every hart starts at the entry, as on QEMU
+            cpu.set_privilege(PRIV_M)
+            hart.status = STARTED
+        hart.idle = False
+        hart.interrupts.sync()
 
     def _exit_context(self, hart: Hart) -> exit_handlers.ExitContext:
         return exit_handlers.ExitContext(
             cpu=hart.cpu, bus=self.bus, guest_read=self.guest_read, ram_contains=self.memory.contains,
             exits=self.exits, record_violation=self._record_violation,
-            sbi_env=VmSbiEnv(self.id, self._vm_count, self.memory, self.console.write,
-                             self.uart.take_input, self.set_timer),
+            sbi_env=HartSbiEnv(self.id, self._vm_count, self.memory, self.console.write,
+                               self.uart.take_input, lambda stime: self.set_timer(stime, hart),
+                               harts=self._harts_view, hart=hart),
             firmware=self.config.firmware, policy=lambda: self._on_violation,
-            own_instructions=lambda: self.instructions + hart.cpu.retired_in_slice(),
+            own_instructions=lambda: hart.instructions + hart.cpu.retired_in_slice(),
         )
+
+    def _harts_view(self):
+        return self.harts
 
     @property
     def exit_seconds(self) -> float:
         """Wall time in the VMM's exit handlers called from the CPU (all harts, resets included)."""
-        return self._closed_exit_seconds + self.hart.exit_seconds
+        return self._closed_exit_seconds + sum(h.exit_seconds for h in self.harts)
 
     # -- time ---------------------------------------------------------------------------
     def now(self) -> int:
         """Virtual time in instructions, including those retired so far in this slice."""
         # The host advances its clock after each slice, so during a slice it still reads
         # the slice's start.
-        return self._host_clock() + self.cpu.retired_in_slice()
+        return self._host_clock() + self.harts.retired_in_slice()
 
     def mtime_ticks(self, adjust_insns: int = 0) -> int:
         """mtime: 10 MHz ticks of virtual time since the host started (`adjust_insns` instructions later)."""
@@ -218,7 +236,9 @@ class VM(Lifecycle, inspection.Inspection):
         (level-triggered) however much time passes. Counting it as 0 made an idle host with a
         fired-but-disabled timer skip ahead one instruction at a time, forever.
         """
-        ticks = [self.clint.ticks_until_timer(), *self.interrupts.timer_ticks_left()]
+        ticks = []
+        for hart in self.harts:
+            ticks += [self.clint.ticks_until_timer(hart.hart_id), *hart.interrupts.timer_ticks_left()]
         events = [self._insns_for_ticks(t) for t in ticks if t]
         device = self._device_timers.insns_until_next(self.now())
         if device is not None:
@@ -251,19 +271,31 @@ class VM(Lifecycle, inspection.Inspection):
             self.timer_listener()
         # A new mtimecmp may be sooner than the end of this slice: end the slice there.
         until = self.insns_until_event()
-        if until is not None:
-            self.cpu.shorten_slice(until)
-        self.interrupts.changed()  # msip written, or mtimecmp moved into the past
+        running = self.harts.current
+        if until is not None and running is not None:
+            running.cpu.shorten_slice(until)
+        for hart in self.harts:
+            hart.interrupts.changed()  # msip written, or mtimecmp moved into the past
 
-    def set_timer(self, stime: int) -> None:
-        """SBI set_timer: arm the S-mode timer and clear its pending bit (SBI 6.1)."""
-        self.interrupts.set_stimer(stime)
+    def set_timer(self, stime: int, hart: Hart | None = None) -> None:
+        """SBI set_timer of a hart (the boot hart by default): arm its S-mode timer (SBI 6.1)."""
+        (hart or self.hart).interrupts.set_stimer(stime)
         self._timer_changed()
 
     # -- running --------------------------------------------------------------------------
     def interrupt_pending(self) -> bool:
-        """True when an interrupt enabled in mie is pending (what wakes a hart from wfi)."""
-        return self.interrupts.any_pending()
+        """True when an interrupt enabled in mie is pending on a started hart (what wakes a hart from wfi)."""
+        return any(h.interrupts.any_pending() for h in self.harts.started())
+
+    @property
+    def idle(self) -> bool:
+        """True while every started hart waits in wfi for an interrupt."""
+        return self.harts.idle()
+
+    @idle.setter
+    def idle(self, value: bool) -> None:
+        for hart in self.harts.started():
+            hart.idle = value
 
     def ready(self) -> bool:
         """True when the VM is running and has work: not idle, or an interrupt wakes it."""
@@ -273,9 +305,7 @@ class VM(Lifecycle, inspection.Inspection):
             self._fire_device_timers()
             if self.state != VMState.RUNNING:
                 return False
-        if self.idle and self.interrupts.any_pending():
-            self.idle = False
-        return not self.idle
+        return self.harts.wake()
 
     def run_slice(self, budget: int) -> tuple[int, object]:
         """Run up to `budget` instructions from the host's current virtual time."""
@@ -287,11 +317,10 @@ class VM(Lifecycle, inspection.Inspection):
                 return 0, self.last_fault
         for start, end in self.memory.shared_ranges():  # code there may have been rewritten by another VM
             self.cpu.flush_code(start, end)
-        until = self.insns_until_event()
-        if until:  # a timer due later: end the slice when it fires (0 = already pending)
-            budget = min(budget, until)
+        injected = sum(h.injected_total for h in self.harts)
         started = time.perf_counter()
-        retired, exit_value, injected = self.hart.run(budget)
+        retired, exit_value = self.harts.run(budget, self.insns_until_event)
+        injected = sum(h.injected_total for h in self.harts) - injected
         if injected:
             self.exits["interrupt"] += injected
         self.guest_seconds += time.perf_counter() - started  # wall time inside the CPU
@@ -305,15 +334,14 @@ class VM(Lifecycle, inspection.Inspection):
                    Halt: "halt", Reset: "reset", Fault: "fault"}.get(type(exit_value))
         if counted:
             self.exits[counted] += 1
-        if isinstance(exit_value, Idle):
-            self.idle = True
-        elif isinstance(exit_value, Halt):
+        if isinstance(exit_value, Halt):
             self.state, self.exit_code = VMState.HALTED, exit_value.exit_code
         elif isinstance(exit_value, Reset):
             self.resets += 1
             self._reset_devices()
-            self._closed_exit_seconds += self.hart.exit_seconds
-            self.hart.close()  # the reset hart is a fresh Unicorn instance
+            self._closed_exit_seconds += sum(h.exit_seconds for h in self.harts)
+            for hart in self.harts:
+                hart.close()  # a reset hart is a fresh Unicorn instance
             self._boot()
         elif isinstance(exit_value, Trap):
             if exit_value.cause == traps.CAUSE_BREAKPOINT:  # else an access fault, counted as a trap
@@ -365,7 +393,8 @@ class VM(Lifecycle, inspection.Inspection):
 
     def _destroyed(self) -> None:
         self.state = VMState.DESTROYED
-        self.hart.close()
+        for hart in self.harts:
+            hart.close()
 
     def send_input(self, data: bytes | str) -> None:
         """Queue bytes for the VM's UART receiver (and SBI console reads)."""

@@ -186,9 +186,10 @@ def test_minikernel_exits_by_reason(minikernel_run):
     assert vm.exits["trap"] == syscalls + page_faults
     assert vm.exits["hypercall"] > syscalls  # console writes, set_timer, SRST
     assert vm.exits["emulated"] > 0  # rdtime under Sv39, read through the page tables
-    assert vm.exits["interrupt"] == 0  # the supervisor timer is delivered by the CPU itself
     preempted = int(re.search(r"pid 2 \(primes\): .* preempted (\d+) times", text).group(1))
     assert preempted >= 5
+    # Every supervisor timer interrupt the CPU took is counted, preemptions among them.
+    assert vm.exits["interrupt"] >= preempted
 
 
 def test_minikernel_runs_processes_in_u_mode_under_sv39():

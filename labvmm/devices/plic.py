@@ -1,8 +1,8 @@
 """PLIC: the platform-level interrupt controller, routing device lines to hart contexts.
 
 Register layout of the RISC-V PLIC specification 1.0.0 ("Memory Map"; sections cited by title) as
-QEMU's `virt` uses it at 0x0C00_0000, with two contexts for hart 0: context 0 = M-mode,
-context 1 = S-mode. Device lines are level-triggered: a source is pending while its line is
+QEMU's `virt` uses it at 0x0C00_0000, with two contexts per hart: context 2h = hart h's
+M-mode, context 2h+1 = its S-mode. Device lines are level-triggered: a source is pending while its line is
 high and it is not claimed; completing a claim lets it be pending again ("Interrupt Gateways").
 """
 
@@ -18,8 +18,9 @@ CONTEXT = 0x200000  # threshold at +0, claim/complete at +4, 0x1000 per context
 CONTEXT_STRIDE = 0x1000
 WINDOW = 0x600000
 SOURCES = 96  # source 0 does not exist; QEMU's virt has 95 (riscv,ndev = 0x5f)
-CONTEXTS = 2
+CONTEXTS = 2  # per hart: M-mode, then S-mode
 MAX_PRIORITY = 7
+MAX_CONTEXTS = (WINDOW - CONTEXT) // CONTEXT_STRIDE  # 1024 contexts fit the window
 
 
 @dataclass
@@ -35,17 +36,22 @@ class State:
 
 
 class Plic:
-    """A PLIC with `SOURCES` sources and two contexts (hart 0 M-mode and S-mode)."""
+    """A PLIC with `SOURCES` sources and two contexts per hart (M-mode, S-mode)."""
 
     size = WINDOW
 
-    def __init__(self) -> None:
-        self.state = State()
+    def __init__(self, harts: int = 1) -> None:
+        self.contexts = CONTEXTS * harts
+        if not 1 <= harts or self.contexts > MAX_CONTEXTS:
+            raise ValueError(f"a PLIC serves 1..{MAX_CONTEXTS // CONTEXTS} harts, got {harts}")
+        self.state = self._power_on()
+
+    def _power_on(self, level: int = 0) -> State:
+        return State(enable=[0] * self.contexts, threshold=[0] * self.contexts, level=level)
 
     def reset(self) -> None:
         """Back to power-on values, keeping the device lines as they are."""
-        level = self.state.level
-        self.state = State(level=level)
+        self.state = self._power_on(self.state.level)
         self._update()
 
     def line(self, source: int):
@@ -92,11 +98,11 @@ class Plic:
         if offset < CONTEXT:
             ctx, word = divmod(offset - ENABLE, ENABLE_STRIDE)
             word //= 4
-            if ctx < CONTEXTS and word < SOURCES // 32:
+            if ctx < self.contexts and word < SOURCES // 32:
                 return (s.enable[ctx] >> (32 * word)) & 0xFFFF_FFFF
             return 0
         ctx, reg = divmod(offset - CONTEXT, CONTEXT_STRIDE)
-        if ctx >= CONTEXTS:
+        if ctx >= self.contexts:
             return 0
         if reg == 0:
             return s.threshold[ctx]
@@ -121,13 +127,13 @@ class Plic:
         elif offset < CONTEXT:
             ctx, word = divmod(offset - ENABLE, ENABLE_STRIDE)
             word //= 4
-            if ctx < CONTEXTS and word < SOURCES // 32:
+            if ctx < self.contexts and word < SOURCES // 32:
                 mask = 0xFFFF_FFFF << (32 * word)
                 s.enable[ctx] = (s.enable[ctx] & ~mask) | ((value << (32 * word)) & mask)
                 s.enable[ctx] &= ~1  # source 0 does not exist
         else:
             ctx, reg = divmod(offset - CONTEXT, CONTEXT_STRIDE)
-            if ctx >= CONTEXTS:
+            if ctx >= self.contexts:
                 return
             if reg == 0:
                 s.threshold[ctx] = min(value, MAX_PRIORITY)

@@ -36,7 +36,7 @@ def changes() -> list:
 @pytest.fixture
 def clint(clock, changes) -> Clint:
     """A CLINT on `clock`, reporting to `changes`."""
-    return Clint(clock=clock, changed=lambda: changes.append(1))
+    return Clint(clock=clock, changed=lambda hart: changes.append(1))
 
 
 def test_mtime_reads_the_clock_as_64_bits_or_two_halves(clint, clock):
@@ -109,7 +109,7 @@ def test_msip_keeps_only_bit_0(clint, changes):
     """msip has one writable bit (FU540 manual, CLINT chapter); the other 31 read as zero."""
     clint.write(MSIP, 4, 0xFFFF_FFFF)
     assert clint.read(MSIP, 4) == 1
-    assert clint.state.msip == 1
+    assert clint.state.msip == [1]
     clint.write(MSIP, 4, 0x2)
     assert clint.read(MSIP, 4) == 0
     assert changes == [1, 1]
