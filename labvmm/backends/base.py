@@ -43,7 +43,8 @@ class BlockBackend:
 
     Subclasses implement `_read`, `_write`, `_flush`, `_discard`, `_write_zeroes` and
     `_close`; the public methods check every request first. After `discard` or
-    `write_zeroes` the range reads as zeros in every labvmm backend.
+    `write_zeroes` the range reads as zeros in every labvmm backend. A backend is not
+    thread-safe: one device (one VM) drives it.
 
     Attributes:
         path: the image file.

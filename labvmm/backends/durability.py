@@ -225,7 +225,7 @@ def run_trial(seed: int, kind: str, writer: str = DEFAULT_WRITER, ops: int = DEF
               disk_bytes: int = DEFAULT_DISK_BYTES, qemu_img: str | None = "qemu-img") -> TrialResult:
     """Run one writer on a fresh image, SIGKILL it at a seeded moment, and check the image."""
     rng = random.Random(seed)
-    kill_after_flushes = rng.randrange(0, 8)
+    kill_after_flushes = rng.randrange(1, 12)  # at least one flush: the writer has started writing
     delay_s = rng.uniform(0, 0.03)
     with tempfile.TemporaryDirectory(prefix="labvmm-durability-") as directory:
         path, initial = make_image(kind, directory, disk_bytes)

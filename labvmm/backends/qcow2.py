@@ -61,7 +61,7 @@ class Qcow2Backend(BlockBackend):
         self.cluster_size = header.cluster_size
         if not readonly:
             header.check_writable(self.path)
-        metadata = {0} | _clusters(header.l1_table_offset, header.l1_entries_used * 8, self.cluster_size) \
+        metadata = {0} | _clusters(header.l1_table_offset, header.l1_size * 8, self.cluster_size) \
             | _clusters(header.refcount_table_offset, header.refcount_table_clusters * self.cluster_size,
                         self.cluster_size)
         self._metadata = metadata
@@ -147,6 +147,11 @@ class Qcow2Backend(BlockBackend):
 
     # -- writing -------------------------------------------------------------------------
     def _write(self, offset: int, data: bytes) -> None:
+        cluster, inside = divmod(offset, self.cluster_size)
+        if inside + len(data) <= self.cluster_size:  # most requests: one cluster
+            self._write_piece(cluster, inside, data)
+            self._writeback_if_full()
+            return
         view = memoryview(data)
         done = 0
         for cluster, inside, n in self._segments(offset, len(data)):
@@ -157,7 +162,8 @@ class Qcow2Backend(BlockBackend):
     def _write_piece(self, cluster: int, inside: int, piece) -> None:
         entry = self._map.entry(cluster)
         kind, host = self._map.classify(cluster, entry)
-        if kind == NORMAL:
+        owned = kind in (NORMAL, ZERO_ALLOC) and entry & COPIED  # refcount 1: only this cluster uses it
+        if owned and kind == NORMAL:
             self._check_data_cluster(cluster, host)
             self._file.pwrite(host + inside, piece)
             return
@@ -167,14 +173,25 @@ class Qcow2Backend(BlockBackend):
             content = bytearray(self._read_piece(cluster, 0, self.cluster_size))  # what it read before
             content[inside:inside + len(piece)] = piece
             self.stats["cow_bytes"] += self.cluster_size - len(piece)
-        if kind == ZERO_ALLOC:
-            self._check_data_cluster(cluster, host)  # its own cluster, kept for this write
+        if owned:  # a zero cluster that kept its host cluster: written there
+            self._check_data_cluster(cluster, host)
         else:
-            host = self._refcounts.allocate()
+            new_host = self._refcounts.allocate()
+            self._drop_reference(kind, entry, host)
+            host = new_host
         self._file.pwrite(host, content)
+        self._map.set_entry(cluster, host | COPIED)
+
+    def _drop_reference(self, kind: str, entry: int, host: int) -> None:
+        """Release, at the next write-back, the host clusters an entry being replaced referenced.
+
+        A NORMAL entry without COPIED shares its host cluster (qcow2.txt: bit 63 is set only
+        when the refcount is exactly one), so it is copied away from, never written in place.
+        """
         if kind == KIND_COMPRESSED:
             self._release_compressed(entry)
-        self._map.set_entry(cluster, host | COPIED)
+        elif kind in (NORMAL, ZERO_ALLOC):
+            self._refcounts.release_later(host // self.cluster_size)
 
     def _check_data_cluster(self, cluster: int, host: int) -> None:
         if host // self.cluster_size in self._metadata:
@@ -193,21 +210,21 @@ class Qcow2Backend(BlockBackend):
             kind, host = self._map.classify(cluster, entry)
             if kind in (ZERO_PLAIN, ZERO_ALLOC) or (kind == UNALLOCATED and not self._backing_covers(cluster)):
                 continue  # reads as zeros already
+            owned = kind == NORMAL and entry & COPIED
             if n < self.cluster_size or not self._zero_flag:
-                if kind == NORMAL:
+                if owned:
                     self._check_data_cluster(cluster, host)
                     self._zero_in_place(host + inside, n, punch)
                 else:
                     self._write_piece(cluster, inside, bytes(n))
                 continue
-            if kind == NORMAL:
+            if owned:
                 self._check_data_cluster(cluster, host)
                 if punch:  # zeros on disk now; the zero flag follows at write-back
                     self._file.punch_hole(host, self.cluster_size)
                 self._map.set_entry(cluster, host | COPIED | ZERO)
             else:
-                if kind == KIND_COMPRESSED:
-                    self._release_compressed(entry)
+                self._drop_reference(kind, entry, host)
                 self._map.set_entry(cluster, ZERO)
         self._writeback_if_full()
 

@@ -27,6 +27,7 @@ from .qcow2_format import COMPRESSED, COPIED, L1_RESERVED, L2_RESERVED, OFFSET_M
 UNALLOCATED, ZERO_PLAIN, ZERO_ALLOC, NORMAL, KIND_COMPRESSED = "unallocated", "zero", "zero-alloc", "normal", \
     "compressed"
 CACHE_BYTES = 16 << 20
+_NOT_PLAIN = COMPRESSED | ZERO | L2_RESERVED
 ENTRY = struct.Struct(">Q")
 
 
@@ -78,6 +79,7 @@ class ClusterMap:
             metadata.add(offset // self.cluster_size)
         self._tables: OrderedDict[int, bytearray] = OrderedDict()
         self._max_tables = max(4, CACHE_BYTES // self.cluster_size)
+        self._cluster_mask = self.cluster_size - 1
         self._dirty: set[int] = set()
         self._dirty_l1: set[int] = set()
         self.stats = stats
@@ -93,11 +95,13 @@ class ClusterMap:
 
     def classify(self, cluster: int, entry: int) -> tuple[str, int]:
         """(kind, host offset) of an L2 entry, validated; for COMPRESSED the offset is the entry."""
+        host = entry & OFFSET_MASK
+        if not entry & _NOT_PLAIN and host and not host & self._cluster_mask and host < self._file.length:
+            return NORMAL, host  # the common case, in one test
         if entry & COMPRESSED:
             if entry & COPIED:
                 raise self._bad(cluster, entry, "is compressed and COPIED at once")
             return KIND_COMPRESSED, entry
-        host = entry & OFFSET_MASK
         if entry & L2_RESERVED or host % self.cluster_size:
             raise self._bad(cluster, entry, "has reserved bits set or is not cluster-aligned")
         if entry & ZERO:

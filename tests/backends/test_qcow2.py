@@ -218,3 +218,24 @@ def test_writing_an_image_with_a_shared_l2_table_is_refused(qcow2_path):
         open_disk(qcow2_path)
     with open_disk(qcow2_path, readonly=True) as disk:
         assert disk.read(0, 512) == b"\x01" * 512
+
+
+def test_a_shared_data_cluster_is_copied_away_from_never_written_in_place(qcow2_path):
+    """Two guest clusters sharing one host cluster (no COPIED flag, refcount 2): writing one leaves the other."""
+    with open_disk(qcow2_path) as disk:
+        disk.write(0, b"\x0a" * CLUSTER)
+    data = bytearray(qcow2_path.read_bytes())
+    table = l1_entry(qcow2_path) & OFFSET_MASK
+    host = struct.unpack_from(">Q", data, table)[0] & OFFSET_MASK
+    struct.pack_into(">QQ", data, table, host, host)          # clusters 0 and 1 -> one host cluster
+    struct.pack_into(">H", data, 2 * CLUSTER + 2 * (host // CLUSTER), 2)  # its refcount: 2
+    qcow2_path.write_bytes(bytes(data))
+    with open_disk(qcow2_path) as disk:
+        disk.write(512, b"\x0b" * 512)
+        disk.write_zeroes(CLUSTER, CLUSTER)
+        assert disk.read(0, 1024) == b"\x0a" * 512 + b"\x0b" * 512
+        assert disk.read(CLUSTER, CLUSTER) == bytes(CLUSTER)
+        assert disk.stats["clusters_allocated"] == 1
+    with open_disk(qcow2_path) as disk:
+        assert disk._refcounts.get(host // CLUSTER) == 0  # both references dropped at write-back
+        assert disk.read(0, 1024) == b"\x0a" * 512 + b"\x0b" * 512
