@@ -35,6 +35,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ DEFAULT_DISK_BYTES = 8 << 20
 DEFAULT_WRITER = f"{shlex.quote(sys.executable)} -m labvmm.backends.durability_writer {{image}} --seed {{seed}} " \
                  "--ops {ops} --sectors {sectors}"
 WRITER_TIMEOUT_S = 120
-_FLUSHED = re.compile(r"^FLUSHED (\d+)\s*$")
+_FLUSHED = re.compile(r"\bFLUSHED (\d+)\s*$")  # a console may prefix its lines (a VM's name)
 _RAMP = bytes(range(256)) * 3
 
 
@@ -231,26 +232,39 @@ def run_trial(seed: int, kind: str, writer: str = DEFAULT_WRITER, ops: int = DEF
         path, initial = make_image(kind, directory, disk_bytes)
         sectors = disk_bytes // SECTOR_SIZE
         command = [part.format(image=path, seed=seed, ops=ops, sectors=sectors) for part in shlex.split(writer)]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        watchdog = threading.Timer(WRITER_TIMEOUT_S, proc.kill)
+        # Its own process group, so that SIGKILL reaches a writer that runs in children (a VMM).
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+
+        def kill() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        watchdog = threading.Timer(WRITER_TIMEOUT_S, kill)
         watchdog.start()
         lines = []
         try:
-            while sum(1 for line in lines if _FLUSHED.match(line)) < kill_after_flushes:
+            while sum(1 for line in lines if _FLUSHED.search(line)) < kill_after_flushes:
                 line = proc.stdout.readline()
                 if not line:
                     break
                 lines.append(line)
             time.sleep(delay_s)
             killed = proc.poll() is None
-            proc.kill()
+            kill()
+            watchdog.cancel()
             lines += proc.stdout.read().splitlines(keepends=True)
             proc.wait()
         finally:
             watchdog.cancel()
+            if proc.poll() is None:  # interrupted: leave no writer behind
+                kill()
+                proc.wait()
             proc.stdout.close()
         complete = [line for line in lines if line.endswith("\n")]  # a line cut by the kill is not an ack
-        acked = max((int(m.group(1)) for m in map(_FLUSHED.match, complete) if m), default=0)
+        acked = max((int(m.group(1)) for m in map(_FLUSHED.search, complete) if m), default=0)
         result = TrialResult(seed, kind, acked, killed)
         if not killed and proc.returncode != 0:
             result.problems.append(f"the writer exited with status {proc.returncode} before it was killed")

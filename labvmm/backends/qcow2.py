@@ -137,13 +137,14 @@ class Qcow2Backend(BlockBackend):
         sectors = ((entry >> offset_bits) & ((1 << (self.header.cluster_bits - 8)) - 1)) + 1
         return entry & ((1 << offset_bits) - 1), sectors
 
-    def _release_compressed(self, entry: int) -> None:
-        """Drop the reference a compressed cluster holds on each host cluster its sectors touch."""
+    def _compressed_clusters(self, cluster: int, entry: int) -> range:
+        """The host clusters a compressed cluster's sectors touch (each holds one reference for it)."""
         offset, sectors = self._compressed_range(entry)
         start = offset & ~511
-        end = start + sectors * 512
-        for host_cluster in range(start // self.cluster_size, (end - 1) // self.cluster_size + 1):
-            self._refcounts.release_later(host_cluster)
+        clusters = range(start // self.cluster_size, (start + sectors * 512 - 1) // self.cluster_size + 1)
+        if offset >= self._file.length or any(c in self._metadata for c in clusters):
+            raise self._map._bad(cluster, entry, "names compressed data outside the data clusters of the file")
+        return clusters
 
     # -- writing -------------------------------------------------------------------------
     def _write(self, offset: int, data: bytes) -> None:
@@ -176,22 +177,25 @@ class Qcow2Backend(BlockBackend):
         if owned:  # a zero cluster that kept its host cluster: written there
             self._check_data_cluster(cluster, host)
         else:
-            new_host = self._refcounts.allocate()
-            self._drop_reference(kind, entry, host)
-            host = new_host
+            released = self._referenced(cluster, kind, entry, host)
+            host = self._refcounts.allocate()
+            for host_cluster in released:
+                self._refcounts.release_later(host_cluster)
         self._file.pwrite(host, content)
         self._map.set_entry(cluster, host | COPIED)
 
-    def _drop_reference(self, kind: str, entry: int, host: int) -> None:
-        """Release, at the next write-back, the host clusters an entry being replaced referenced.
+    def _referenced(self, cluster: int, kind: str, entry: int, host: int):
+        """The host clusters an entry holds references on, checked before they are released.
 
         A NORMAL entry without COPIED shares its host cluster (qcow2.txt: bit 63 is set only
         when the refcount is exactly one), so it is copied away from, never written in place.
         """
         if kind == KIND_COMPRESSED:
-            self._release_compressed(entry)
-        elif kind in (NORMAL, ZERO_ALLOC):
-            self._refcounts.release_later(host // self.cluster_size)
+            return self._compressed_clusters(cluster, entry)
+        if kind in (NORMAL, ZERO_ALLOC):
+            self._check_data_cluster(cluster, host)
+            return (host // self.cluster_size,)
+        return ()
 
     def _check_data_cluster(self, cluster: int, host: int) -> None:
         if host // self.cluster_size in self._metadata:
@@ -224,7 +228,8 @@ class Qcow2Backend(BlockBackend):
                     self._file.punch_hole(host, self.cluster_size)
                 self._map.set_entry(cluster, host | COPIED | ZERO)
             else:
-                self._drop_reference(kind, entry, host)
+                for host_cluster in self._referenced(cluster, kind, entry, host):
+                    self._refcounts.release_later(host_cluster)
                 self._map.set_entry(cluster, ZERO)
         self._writeback_if_full()
 

@@ -274,3 +274,14 @@ def test_the_fuzz_template_is_a_clean_image(tmp_path, qemu_img):
     for cluster_size in (512, 4096):
         assert qemu_check(qemu_img, _template(tmp_path, cluster_size)).returncode == 0
     shutil.rmtree(tmp_path)
+
+
+def test_a_compressed_entry_naming_metadata_is_never_released(image):
+    """Overwriting a 'compressed cluster' whose data would be the L1 table must not free the L1 table's cluster."""
+    patch(image, l2_at(image), "Q", COMPRESSED | L1_AT)
+    with open_disk(image) as disk:
+        with pytest.raises(DiskError, match="names compressed data outside the data clusters"):
+            disk.write(0, b"\x55" * CLUSTER)
+        with pytest.raises(DiskError, match="names compressed data outside the data clusters"):
+            disk.write_zeroes(0, CLUSTER)
+        assert disk._refcounts.get(L1_AT // CLUSTER) == 1
