@@ -88,7 +88,7 @@ XV6_COMMAND_STEPS = [
 ]
 #: usertests -q takes minutes on QEMU TCG; it ends with one of these two lines and a prompt.
 XV6_USERTESTS_STEPS = [
-    _step("usertests", "usertests -q\n", re.compile(rb"(ALL TESTS PASSED|SOME TESTS FAILED)\n\$ "), 900),
+    _step("usertests", "usertests -q\n", re.compile(rb"(ALL TESTS PASSED|SOME TESTS FAILED)\n\$ "), 1800),
 ]
 
 # -- U-Boot: stop autoboot (a key within its 2 s countdown), then commands at "=> " -----------

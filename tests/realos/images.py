@@ -51,8 +51,9 @@ def make_fat_image(path: Path, files: dict[str, bytes] = KNOWN_FILES, size_mib: 
     mkfs, mcopy = require_tool("mkfs.vfat", "dosfstools"), require_tool("mcopy", "mtools")
     path = Path(path)
     path.unlink(missing_ok=True)
-    subprocess.run([mkfs, "-C", "-i", FAT_VOLUME_ID, "-n", "LABVMM", str(path), str(size_mib * 1024)],
-                   check=True, capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": str(FIXED_EPOCH_S)})
+    # --invariant: constants instead of the time of day in the boot sector and label entry.
+    subprocess.run([mkfs, "-C", "--invariant", "-i", FAT_VOLUME_ID, "-n", "LABVMM", str(path),
+                    str(size_mib * 1024)], check=True, capture_output=True)
     with tempfile.TemporaryDirectory() as staging:
         for name, content in files.items():
             source = Path(staging) / name

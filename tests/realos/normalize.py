@@ -65,8 +65,9 @@ RULES: dict[str, list[Rule]] = {
         sub(r"^Hit any key to stop autoboot:.*$", "Hit any key to stop autoboot: <countdown>",
             "U-Boot counts down from 2 s and redraws the number until a key arrives: which numbers "
             "appear depends on when the key was typed."),
-        sub(r"^(\d+ bytes read) in \d+ ms \([^)]*\)$", r"\1 in <ms> ms (<rate>)",
-            "U-Boot times each load with its timer: wall time, not a function of the input."),
+        sub(r"^(\d+ bytes read) in \d+ ms( \([^)]*\))?$", r"\1 in <ms> ms (<rate>)",
+            "U-Boot times each load with its timer: wall time, not a function of the input "
+            "(and it leaves out the rate when the load took 0 ms)."),
         sub(r"^(\s*rng-seed = )<[^>]*>;$", r"\1<random>;",
             "QEMU fills /chosen/rng-seed with fresh random bytes at every boot (hw/riscv/virt.c)."),
     ],
