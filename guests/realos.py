@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from labvmm.expect import ProcessConsole, Step, Transcript, run_script
+from labvmm.expect import ExpectError, ProcessConsole, Step, Transcript, run_script
 
 QEMU = "qemu-system-riscv64"
 QEMU_PACKAGE = "qemu-system-misc"
@@ -152,8 +152,6 @@ def run_on_qemu(boot: Boot, steps: Sequence[Step]) -> Transcript:
     Raises:
         labvmm.expect.ExpectError: a step did not see its reply (QEMU's stderr is appended).
     """
-    from labvmm.expect import ExpectError
-
     with ProcessConsole(boot.qemu_argv()) as console:
         try:
             return run_script(console, steps)

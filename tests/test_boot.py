@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import struct
@@ -120,9 +121,9 @@ class TestFwDynamicInfo:
     def test_unpack_refuses_a_wrong_magic_version_or_mode(self):
         """Guest-supplied records are checked field by field, each error naming the value."""
         good = boot.FwDynamicInfo(next_addr=RAM)
-        cases = [(dataclass_replace(good, magic=0x1234), "magic 0x1234"),
-                 (dataclass_replace(good, version=3), "version 3"),
-                 (dataclass_replace(good, next_mode=2), "next_mode 2")]
+        cases = [(dataclasses.replace(good, magic=0x1234), "magic 0x1234"),
+                 (dataclasses.replace(good, version=3), "version 3"),
+                 (dataclasses.replace(good, next_mode=2), "next_mode 2")]
         for info, message in cases:
             with pytest.raises(ImageError, match=message):
                 boot.FwDynamicInfo.unpack(info.pack())
@@ -131,7 +132,7 @@ class TestFwDynamicInfo:
 
     def test_version_1_has_no_boot_hart(self):
         """A version 1 record's boot_hart is ignored: any hart may boot (-1UL)."""
-        info = boot.FwDynamicInfo.unpack(dataclass_replace(boot.FwDynamicInfo(RAM), version=1).pack())
+        info = boot.FwDynamicInfo.unpack(dataclasses.replace(boot.FwDynamicInfo(RAM), version=1).pack())
         assert info.boot_hart == (1 << 64) - 1
 
     def test_reset_rom_puts_the_record_at_a2(self):
@@ -139,12 +140,6 @@ class TestFwDynamicInfo:
         rom = boot.reset_rom(RAM, 0x87E0_0000, 0x8020_0000)
         assert len(rom) == 40 + 48
         assert boot.FwDynamicInfo.unpack(rom[40:]).next_addr == 0x8020_0000
-
-
-def dataclass_replace(obj, **changes):
-    """dataclasses.replace, spelled short for the tables above."""
-    import dataclasses
-    return dataclasses.replace(obj, **changes)
 
 
 class TestLayout:
