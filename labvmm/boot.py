@@ -21,7 +21,9 @@ device tree in tests/realos/test_boot_on_qemu.py):
 - An initrd (`-initrd`, `riscv_load_initrd`) at kernel start + min(RAM / 2, 128 MiB); its
   range goes into /chosen as linux,initrd-start and linux,initrd-end.
 - The DTB at the end of RAM (capped at 3 GiB) minus its size, aligned down to 2 MiB
-  (`riscv_load_fdt`); labvmm.fdt.place_dtb computes it.
+  (`riscv_load_fdt`); labvmm.fdt.place_dtb computes it (and, with RAM so small that the
+  2 MiB step would drop the DTB into the lower half, aligns to 4 KiB instead: labvmm's
+  choice, not QEMU's).
 
 Nothing here imports Unicorn or the VM: the loader and the tests call these directly.
 """

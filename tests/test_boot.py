@@ -106,6 +106,21 @@ class TestResetStub:
                          "ld t0,24(t0)", "jalr zero,0(t0)"]
 
 
+    def test_the_stub_runs_on_a_hart_and_jumps_with_a0_a1_a2_set(self, hart, rv):
+        """Executed (it is position-independent, so from RAM here), the stub sets a0 = mhartid,
+        a1 = the DTB address, a2 = its own address + 40 and jumps to start_addr."""
+        start = RAM + 0x100
+        hart.load(boot.reset_rom(start, 0x87E0_0000, 0x8020_0000))
+        hart.memory.write(start, rv.code(rv.WFI))
+        hart.cpu.flush_code()
+        retired, _ = hart.cpu.run(100)
+        assert retired == 7  # six stub instructions, then the wfi at start_addr
+        assert hart.cpu.pc == start + 4
+        regs = {r: hart.cpu.read_gpr(r) for r in ("a0", "a1", "a2")}
+        assert regs == {"a0": hart.cpu.read_csr("mhartid"), "a1": 0x87E0_0000, "a2": RAM + 40}
+        assert boot.FwDynamicInfo.unpack(hart.memory.read(regs["a2"], 48)).next_addr == 0x8020_0000
+
+
 class TestFwDynamicInfo:
     def test_pack_gives_six_little_endian_longs(self):
         """On rv64 the record is 48 bytes: magic, version 2, next_addr, mode S, options, hart 0."""
