@@ -131,7 +131,7 @@ def run_script(console: Console, steps: Sequence[Step]) -> Transcript:
 
     Raises:
         ValueError: two steps share a name.
-        ExpectError: a step timed out or the console closed before its reply.
+        ExpectError: a step timed out, or the console closed before its reply or its typing.
     """
     names = [step.name for step in steps]
     if len(set(names)) != len(names):
@@ -142,7 +142,11 @@ def run_script(console: Console, steps: Sequence[Step]) -> Transcript:
     closed = False
     for step in steps:
         if step.data():
-            console.write(step.data())
+            try:
+                console.write(step.data())
+            except (BrokenPipeError, EOFError) as e:
+                raise ExpectError(f"step {step.name!r}: cannot type {step.data()!r}, the console "
+                                  f"is closed ({e.__class__.__name__})", t) from None
         pattern = step.pattern()
         deadline = time.monotonic() + step.timeout_s
         while True:

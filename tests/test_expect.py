@@ -96,6 +96,16 @@ def test_a_console_that_closes_early_fails_with_the_output_so_far():
     assert "partial output" in str(info.value)
 
 
+def test_typing_at_a_closed_console_is_an_expect_error():
+    """A guest that has gone (broken pipe) fails the step that types, naming it."""
+    class Gone(FakeConsole):
+        def write(self, data: bytes) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(ExpectError, match=re.escape(r"step 'ls': cannot type b'ls\n', the console is closed")):
+        run_script(Gone([b"$ "]), [Step("p", expect="$ "), Step("ls", send="ls\n", expect="$ ")])
+
+
 def test_a_silent_console_times_out():
     """No reply within timeout_s is an ExpectError naming the step and the wait."""
     with pytest.raises(ExpectError, match=r"step 'p': no '\$ ' within 0.2 s"):

@@ -5,7 +5,8 @@ the whole device) from a {name: bytes} table, with fixed volume ids and timestam
 same table gives the same image bytes on every run:
 
 - `make_fat_image`: mkfs.vfat (dosfstools) then mcopy (mtools), one call per file;
-- `make_ext4_image`: mke2fs -t ext4 -d (e2fsprogs) from a staging folder.
+- `make_ext4_image`: mke2fs -t ext4 -d (e2fsprogs) from a staging folder, then debugfs to
+  fix the one time mke2fs copies from it (ctime).
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ def make_ext4_image(path: Path, files: dict[str, bytes] = KNOWN_FILES, size_mib:
     """Write an ext4 file system of `size_mib` MiB holding `files` at its root to `path`.
 
     Raises:
-        MissingTool: mke2fs (e2fsprogs) is not installed.
+        MissingTool: mke2fs or debugfs (e2fsprogs) is not installed.
         ValueError: a file name is not a plain name.
     """
     _check_files(files)
-    mke2fs = require_tool("mke2fs", "e2fsprogs")
+    mke2fs, debugfs = require_tool("mke2fs", "e2fsprogs"), require_tool("debugfs", "e2fsprogs")
     path = Path(path)
     path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as staging:
@@ -82,8 +83,13 @@ def make_ext4_image(path: Path, files: dict[str, bytes] = KNOWN_FILES, size_mib:
             source.write_bytes(content)
             os.utime(source, (FIXED_EPOCH_S, FIXED_EPOCH_S))
         os.utime(staging, (FIXED_EPOCH_S, FIXED_EPOCH_S))
+        env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(FIXED_EPOCH_S)}
         subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-L", "labvmm", "-U", EXT4_UUID,
                         "-E", f"hash_seed={EXT4_UUID}", "-d", staging, str(path), f"{size_mib}M"],
-                       check=True, capture_output=True,
-                       env={**os.environ, "E2FSPROGS_FAKE_TIME": str(FIXED_EPOCH_S)})
+                       check=True, capture_output=True, env=env)
+        # mke2fs -d copies each file's ctime, which no one can set on the staging copy:
+        # set it in the image afterwards (debugfs set_inode_field).
+        script = Path(staging) / "debugfs.cmds"
+        script.write_text("".join(f"sif /{name} ctime @{FIXED_EPOCH_S}\n" for name in files))
+        subprocess.run([debugfs, "-w", "-f", str(script), str(path)], check=True, capture_output=True, env=env)
     return path
