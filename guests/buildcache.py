@@ -35,7 +35,8 @@ class MissingTool(FileNotFoundError):
 
 def require_tool(tool: str, package: str) -> str:
     """The full path of the program `tool`, or MissingTool naming its Debian `package`."""
-    found = shutil.which(tool)
+    # mkfs.vfat and mke2fs live in /usr/sbin, which a user's PATH may leave out.
+    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
     if found is None:
         raise MissingTool(tool, package)
     return found

@@ -46,6 +46,8 @@ TARBALL_PACKAGE = "linux-source-6.1"
 FRAGMENT = HERE / "labvmm.config"
 INIT_SOURCE = HERE / "init.c"
 CROSS = "riscv64-linux-gnu-"
+#: The static C library init links against (Debian's libc6-dev-riscv64-cross).
+CROSS_LIBC = Path("/usr/riscv64-linux-gnu/lib/libc.a")
 JOBS = 2
 BUILD_TIMEOUT_S = 3600
 #: Build identity: uname -a shows these, so fixing them makes the output reproducible.
@@ -149,12 +151,12 @@ def source_tree(tarball: Path = TARBALL) -> Path:
 def build_init(out_dir: Path) -> Path:
     """Compile init.c statically for rv64 into out_dir/init."""
     gcc = require_tool(CROSS + "gcc", "gcc-riscv64-linux-gnu")
+    require_file(CROSS_LIBC, "libc6-dev-riscv64-cross")
     init = out_dir / "init"
     done = subprocess.run([gcc, "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", str(init),
                            str(INIT_SOURCE)], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        hint = " (is libc6-dev-riscv64-cross installed?)" if "No such file" in done.stderr else ""
-        raise RuntimeError(f"compiling init.c failed{hint}:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"compiling init.c failed:\n{done.stderr[-4000:]}")
     return init
 
 
