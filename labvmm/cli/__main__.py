@@ -1,0 +1,7 @@
+"""`python -m labvmm.cli`: the `labvmm` command without installing its script."""
+
+import sys
+
+from . import _main_for_shell
+
+sys.exit(_main_for_shell())
