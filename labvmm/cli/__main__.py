@@ -4,4 +4,5 @@ import sys
 
 from . import _main_for_shell
 
-sys.exit(_main_for_shell())
+if __name__ == "__main__":
+    sys.exit(_main_for_shell())

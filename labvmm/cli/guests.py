@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 def vmm_duty(expect: dict) -> str:
     """What the VMM must make of a hostile guest, from its manifest's `expect`."""
     outcome, event, action = expect.get("outcome"), expect.get("event"), expect.get("action")
-    logged = f" and log a {event} isolation event ({action})" if event else ""
+    logged = f", logging the isolation event {event} ({action})" if event else ""
     if outcome == "stopped":
         return f"stop it (state crashed){logged}; the other VMs run on"
     if outcome == "halted":
@@ -60,5 +60,5 @@ def main(args) -> int:
         params = _params(info)
         print(f"  {(HOSTILE_PREFIX + info.name).ljust(width)}  {info.description}" + (f" [params: {params}]" if params else ""))
         print(textwrap.fill(f"the VMM must {vmm_duty(info.expect)}", 100, initial_indent=indent,
-                            subsequent_indent=indent))
+                            subsequent_indent=indent, break_on_hyphens=False))
     return 0
