@@ -187,11 +187,22 @@ def _given_token(jupyter_args: list[str]) -> str | None:
     return None
 
 
+def _server_name() -> str:
+    """This machine's name as seen from a laptop, or a placeholder when it only knows itself as localhost."""
+    for name in (socket.getfqdn(), socket.gethostname()):
+        if name and not name.startswith("localhost"):
+            return name
+    return "SERVER"
+
+
 def lab_command(folder: Path, ip: str, port: int, *, open_browser: bool, allow_root: bool,
                 jupyter_args: list[str]) -> list[str]:
     """The JupyterLab command line (the token travels in the environment)."""
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", f"--ServerApp.ip={ip}",
                f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
+    if not any("log_level" in arg or arg == "--debug" for arg in jupyter_args):
+        # Warnings only: its start-up log would scroll labvmm's URL and ssh line off a terminal.
+        command.append("--ServerApp.log_level=WARN")
     if not open_browser:
         command.append("--no-browser")
     if allow_root:
@@ -238,9 +249,9 @@ def main(args) -> int:
     print(f"labvmm lab: JupyterLab on {folder}")
     print(f"labvmm lab: open {url}")
     if not open_browser:
-        user, server = getpass.getuser(), socket.getfqdn()
+        user, server = getpass.getuser(), _server_name()
         print("labvmm lab: no web browser here. From your own computer, forward the port over SSH:\n"
               f"    ssh -L {port}:localhost:{port} {user}@{server}\n"
               f"  then open http://localhost:{port}/lab?token={token}")
-    print("labvmm lab: Ctrl-C stops JupyterLab")
+    print("labvmm lab: Ctrl-C twice stops JupyterLab")
     return start_jupyterlab(command, env)

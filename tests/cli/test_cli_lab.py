@@ -46,6 +46,7 @@ def test_without_a_browser_it_starts_jupyterlab_headless_and_prints_the_url_and_
     assert command[:3] == [sys.executable, "-m", "jupyterlab"] and "--no-browser" in command
     assert option(command, "root_dir") == str(ROOT / "notebooks")
     assert (option(command, "ip"), option(command, "port"), option(command, "port_retries")) == ("127.0.0.1", "8888", "0")
+    assert option(command, "log_level") == "WARN"  # its start-up log would scroll the URL away
     token = env["JUPYTER_TOKEN"]
     assert len(token) >= 32 and not any(token in arg for arg in command)  # not visible in ps
     out = capsys.readouterr().out
@@ -69,6 +70,7 @@ def test_ip_port_and_arguments_after_a_double_dash_pass_through(started, capsys)
     (command, _), = started
     assert (option(command, "ip"), option(command, "port")) == ("0.0.0.0", "9999")
     assert command[-3:] == ["--allow-root", "--ServerApp.base_url=/lab1/", "--debug"]
+    assert not any("log_level" in arg for arg in command)  # the user asked for --debug
     assert "running as root" not in capsys.readouterr().out
 
 
