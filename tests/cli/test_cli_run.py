@@ -331,3 +331,21 @@ def test_progress_line_goes_to_stderr_only(capsys):
     captured = capsys.readouterr()
     assert "virtual]" in captured.err
     assert json.loads(captured.out)["vms"][0]["state"] == "halted"
+
+
+def test_the_readme_weights_example_prints_what_the_readme_shows(capsys):
+    """The README's `$ labvmm run compute compute --policy credit ...` block is this run's real output (wall time aside)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"\n    \$ (labvmm run compute compute --policy credit[^\n]*)\n((?:    [^\n]*\n)+)", readme)
+    assert block, "the README lost its weights example"
+    argv = shlex.split(block.group(1))[1:]
+    shown = [line[4:] for line in block.group(2).splitlines()]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    wall = re.compile(r"wall time [\d.]+ s")
+    assert [wall.sub("wall time", line) for line in printed] == [wall.sub("wall time", line) for line in shown]
+    assert "33.3%  33.3%" in shown[-3] and "66.7%  66.7%" in shown[-2]  # 1:2, as the weights say
