@@ -10,11 +10,13 @@ own, and enter the receive FIFO only once the guest has opened the port for read
 
 - while the received-data interrupt is enabled (IER bit 0), as an interrupt-driven driver
   has it once it is ready (Linux's 8250 driver, xv6, the echo guest); or
-- when the guest polls: it reads LSR twice with no other UART register access between them,
-  as a receive loop does (U-Boot's getc, OpenSBI's console getchar). Driver set-up code
-  reads LSR once and then RBR blindly to flush it (Linux's 8250 driver at every open), so a
-  single LSR read moves nothing (drivers/tty/serial/8250/8250_port.c, serial8250_do_startup,
-  Linux 6.1: FIFO reset, LSR, RX, IIR, MSR twice, the receive interrupt enabled afterwards).
+- when the guest polls: it reads LSR `POLL_READS` (8) times in a row with no other UART
+  register access between them, as a receive loop does (U-Boot's getc, OpenSBI's console
+  getchar). Driver set-up code reads LSR at most twice in a row and then RBR blindly to
+  flush it: Linux 6.1's serial8250_do_startup (drivers/tty/serial/8250/8250_port.c) resets
+  the FIFO, reads LSR, RX, IIR and MSR, then LSR for its "safety check" and again in
+  wait_for_xmitr, later LSR, RX, IIR and MSR once more, and only then enables the receive
+  interrupt. Input moved in at any of those reads would be eaten by a blind RX read.
 
 A FIFO reset (FCR bit 1) empties the FIFO, and the bytes from the host the guest has not
 read go back to the front of the line: for the user they had not arrived yet. So input
@@ -53,6 +55,9 @@ IIR_RDA = 0x04
 IIR_FIFO = 0xC0
 FCR_ENABLE = 0x01
 FCR_CLEAR_RX = 0x02
+#: LSR reads in a row that make a receive loop (module docstring): drivers opening the port
+#: read it at most twice in a row, a polling getc thousands of times.
+POLL_READS = 8
 
 
 @dataclass
@@ -133,8 +138,8 @@ class Uart16550:
         """A register read (offsets beyond 7 read as 0)."""
         s = self.state
         if offset == LSR:
-            s.lsr_polls = min(s.lsr_polls + 1, 2)
-            if s.lsr_polls == 2 and self._line:  # a receive loop: the guest is waiting for input
+            s.lsr_polls = min(s.lsr_polls + 1, POLL_READS)
+            if s.lsr_polls == POLL_READS and self._line:  # a receive loop: the guest waits for input
                 self._receive()
                 self._count_queues()
                 self._update_irq()
