@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .args import UsageError
 from .explain import explain_text
 from .terminal import HELP as CONSOLE_KEYS
 
@@ -59,8 +60,6 @@ def main(args, parser: argparse.ArgumentParser, commands: dict[str, argparse.Arg
         for name, text in TOPICS.items():
             print(f"  {name.ljust(9)} {text}")
     else:
-        from .args import UsageError
-
         known = ", ".join([*TOPICS, *commands])
         raise UsageError(f"no help topic or command named {topic!r} (topics and commands: {known})")
     return 0

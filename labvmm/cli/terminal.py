@@ -33,7 +33,7 @@ class TerminalSignal(Exception):
 class RawTerminal:
     """Context manager: the terminal on `fd` in raw mode, restored however the block ends."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
