@@ -19,16 +19,16 @@ EXIT_REASONS: dict[str, str] = {
     "hypercall": "an ecall labvmm answered as the guest's SBI firmware (console, timer, reset, labvmm's own calls): "
                  "an S-mode ecall with --firmware labvmm, or an M-mode ecall before the guest set mtvec. "
                  "The guest runs on with the result in a0/a1.",
-    "trap": "an exception the VMM delivered into the guest's own trap handler (mtvec, or stvec when delegated), "
+    "trap": "an exception taken into the guest's own trap handler (mtvec, or stvec when delegated), "
             "as the hart would: an ecall for the guest's own kernel, a page fault, an illegal instruction, "
-            "an ebreak, an access fault under on_violation=\"fault\". Unicorn does not enter trap handlers "
-            "itself, so the VMM emulates each trap entry (cause, epc, tval, status).",
-    "emulated": "an instruction the VMM executed for the guest (trap-and-emulate): a CSR that Unicorn's older "
-                "RISC-V lacks (time, stimecmp, menvcfg, mcountinhibit, ...) raised illegal-instruction and "
-                "the VMM did what the hart would have done. The guest sees no trap.",
-    "interrupt": "a machine-level interrupt (timer MTIP, software MSIP, external MEIP through the PLIC) the VMM "
-                 "delivered to the guest's handler; Unicorn cannot raise those itself. Supervisor-level "
-                 "interrupts are raised by Unicorn and not counted.",
+            "an ebreak, an access fault under on_violation=\"fault\". The VMM sees each one (Unicorn reports "
+            "it), decides it is the guest's, and has the CPU's own trap entry take it; the slice goes on.",
+    "emulated": "an access to a CSR the VMM implements for the hart: time, cycle and instret on virtual time, "
+                "Sstc's stimecmp, menvcfg, senvcfg, mcountinhibit (Unicorn's older RISC-V lacks them or "
+                "reads host time). The CPU calls the VMM for it without a trap; the guest sees a plain CSR.",
+    "interrupt": "an interrupt the hart took (machine or supervisor level: timer, software, external). The "
+                 "VMM drives the interrupt lines (CLINT, PLIC, SBI timer, Sstc) into mip and the CPU takes "
+                 "one when it is enabled; each one taken is counted.",
     "breakpoint": "an ebreak: the slice ends there and the guest's handler runs in the next one "
                   "(also counted under trap).",
     "idle": "the guest executed wfi: its slice ends and it uses no CPU until an interrupt is pending "
