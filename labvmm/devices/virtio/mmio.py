@@ -15,19 +15,19 @@ hw/virtio/virtio-mmio.c), selected with `legacy=True`. QEMU's choices followed h
   (no shared memory region); writing 0 to QueuePFN resets the legacy device, as QEMU does.
 
 Feature negotiation (3.1.1, 2.2): in version 2 the driver's features take effect when it
-sets FEATURES_OK, which the device refuses (the bit reads back clear) if the driver asked for
-a feature that was not offered or left out VIRTIO_F_VERSION_1. Legacy drivers' features take
-effect when written. Writing 0 to Status resets the device (4.2.2.1: InterruptStatus and
-every QueueReady cleared). Queue registers written while the queue is ready are ignored, so
-a guest cannot move a ring under the device.
+sets FEATURES_OK, which the device refuses (the bit reads back clear, 2.2.2) if the driver
+asked for a feature that was not offered. A driver that leaves out VIRTIO_F_VERSION_1 is
+accepted, as QEMU accepts it (6.1: the device *may* refuse): xv6's virtio_disk.c writes only
+the first feature word and runs on QEMU's version 2 transport; `require_version_1=True`
+refuses such drivers instead. Legacy drivers' features take effect when written.
 
-The device runs only with DRIVER_OK (3.1.1) and stops at DEVICE_NEEDS_RESET (2.1.1), which a
-malformed queue or chain sets, with a configuration-change interrupt once DRIVER_OK is set
-(2.1.2) and an isolation event. A guest that notifies far more often than it makes buffers
-available gets one "notify-storm" event per storm (at most `MAX_STORM_EVENTS`); during a
-storm a notification costs one read of the available index and nothing else. Interrupts:
-InterruptStatus bit 0 (used buffer) and bit 1 (configuration change), the level on
-`ctx.set_irq` high while any bit is set, lowered by InterruptACK (4.2.3.4).
+Writing 0 to Status resets the device (4.2.2.1: InterruptStatus and every QueueReady
+cleared). Queue registers written while the queue is ready are ignored: a guest cannot move
+a ring under the device. The device runs only with DRIVER_OK (3.1.1) and stops at
+DEVICE_NEEDS_RESET (2.1.1), which a malformed queue or chain sets, with an isolation event
+and, once DRIVER_OK is set, a configuration-change interrupt (2.1.2). Notification storms
+are cut short (storm.py). InterruptStatus bit 0 (used buffer) and bit 1 (configuration
+change) hold the level on `ctx.set_irq` high until InterruptACK clears them (4.2.3.4).
 """
 
 from __future__ import annotations
@@ -37,27 +37,17 @@ from dataclasses import dataclass, field
 from ...errors import ConfigError, GuestMemoryError
 from .device import VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, Link
 from .queue import LEGACY_ALIGN, ChainError, QueueState, Virtqueue, legacy_layout
+from .storm import StormGuard
 
 # Register offsets (4.2.2, table 4.1; legacy ones from 4.2.4).
-MAGIC_VALUE = 0x000
-VERSION = 0x004
-DEVICE_ID = 0x008
-VENDOR_ID = 0x00C
-DEVICE_FEATURES = 0x010
-DEVICE_FEATURES_SEL = 0x014
-DRIVER_FEATURES = 0x020
-DRIVER_FEATURES_SEL = 0x024
+MAGIC_VALUE, VERSION, DEVICE_ID, VENDOR_ID = 0x000, 0x004, 0x008, 0x00C
+DEVICE_FEATURES, DEVICE_FEATURES_SEL = 0x010, 0x014
+DRIVER_FEATURES, DRIVER_FEATURES_SEL = 0x020, 0x024
 GUEST_PAGE_SIZE = 0x028  # legacy
-QUEUE_SEL = 0x030
-QUEUE_NUM_MAX = 0x034
-QUEUE_NUM = 0x038
-QUEUE_ALIGN = 0x03C  # legacy
-QUEUE_PFN = 0x040  # legacy
-QUEUE_READY = 0x044
-QUEUE_NOTIFY = 0x050
-INTERRUPT_STATUS = 0x060
-INTERRUPT_ACK = 0x064
-STATUS = 0x070
+QUEUE_SEL, QUEUE_NUM_MAX, QUEUE_NUM = 0x030, 0x034, 0x038
+QUEUE_ALIGN, QUEUE_PFN = 0x03C, 0x040  # legacy
+QUEUE_READY, QUEUE_NOTIFY = 0x044, 0x050
+INTERRUPT_STATUS, INTERRUPT_ACK, STATUS = 0x060, 0x064, 0x070
 QUEUE_DESC_LOW, QUEUE_DESC_HIGH = 0x080, 0x084
 QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH = 0x090, 0x094
 QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH = 0x0A0, 0x0A4
@@ -77,11 +67,6 @@ VENDOR_QEMU = 0x554D4551  # "QEMU"
 ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK, DEVICE_NEEDS_RESET, FAILED = 1, 2, 4, 8, 64, 128
 # InterruptStatus bits (4.2.2).
 INT_USED_BUFFER, INT_CONFIG_CHANGE = 1, 2
-
-#: Notifications in a row that find no new buffer before they count as a storm.
-NOTIFY_STORM_THRESHOLD = 1024
-#: Storm events one transport reports in its lifetime; later storms are only counted.
-MAX_STORM_EVENTS = 16
 _MASK32 = 0xFFFF_FFFF
 _QUEUE_REGS = {QUEUE_NUM: "num", QUEUE_DESC_LOW: "desc", QUEUE_DESC_HIGH: "desc", QUEUE_DRIVER_LOW: "driver",
                QUEUE_DRIVER_HIGH: "driver", QUEUE_DEVICE_LOW: "device", QUEUE_DEVICE_HIGH: "device"}
@@ -113,8 +98,6 @@ class State:
     config_generation: int = 0
     guest_page_shift: int = 0  # legacy GuestPageSize, as a shift (QEMU keeps it so)
     shm_sel: int = 0
-    empty_notifications_in_a_row: int = 0
-    storming: bool = False
     setup: list = field(default_factory=list)
     queues: list = field(default_factory=list)
 
@@ -126,39 +109,41 @@ class VirtioMmio:
         ctx: the slot's device context (labvmm.attach.DeviceContext): memory, irq, clock, timer.
         device: a BlockDevice, NetDevice, RngDevice (any labvmm.devices.virtio.device.VirtioDevice).
         legacy: offer the version 1 interface instead of version 2.
+        require_version_1: refuse FEATURES_OK from a version 2 driver without VIRTIO_F_VERSION_1.
     """
 
     compatible = "virtio,mmio"
     size = WINDOW
 
-    def __init__(self, ctx, device=None, legacy: bool = False) -> None:
-        if not isinstance(legacy, bool):
-            raise ConfigError(f"legacy must be True or False, got {legacy!r}")
+    def __init__(self, ctx, device=None, legacy: bool = False, *, require_version_1: bool = False) -> None:
+        for name, flag in (("legacy", legacy), ("require_version_1", require_version_1)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be True or False, got {flag!r}")
         self.ctx, self.device, self.legacy = ctx, device, legacy
+        self.require_version_1 = require_version_1
         self.stats = {k: 0 for k in ("notifications", "empty_notifications", "notify_storms", "interrupts",
                                      "config_interrupts", "needs_reset", "resets", "features_refused",
                                      "ignored_accesses", "dma_refused")}
         self._irq_level = False
-        self._storm_events = 0
-        count = 0
-        if device is not None:
-            for attr in ("device_id", "num_queues", "queue_num_max", "bind", "notify", "config_space"):
-                if not hasattr(device, attr):
-                    raise ConfigError(f"virtio device {device!r} has no {attr}: expected a VirtioDevice")
-            if ctx.memory is None or ctx.irq is None:
-                raise ConfigError(f"virtio slot {ctx.name!r} needs guest memory and an interrupt line for {device!r}")
-            count = device.num_queues
+        self.storms = StormGuard()
+        self.state, self.queues, self.offered, self.link = State(), [], 0, None
+        if device is None:
+            return
+        for attr in ("device_id", "num_queues", "queue_num_max", "bind", "notify", "config_space"):
+            if not hasattr(device, attr):
+                raise ConfigError(f"virtio device {device!r} has no {attr}: expected a VirtioDevice")
+        if ctx.memory is None or ctx.irq is None:
+            raise ConfigError(f"virtio slot {ctx.name!r} needs guest memory and an interrupt line for {device!r}")
+        count = device.num_queues
         self.state = State(setup=[QueueSetup() for _ in range(count)], queues=[QueueState() for _ in range(count)])
         self.queues = [Virtqueue(ctx.memory, i, device.queue_num_max, self.state.queues[i]) for i in range(count)]
-        self.offered = 0
-        if device is not None:
-            self.offered = device.device_features(legacy) & ~(1 << VIRTIO_F_VERSION_1)
-            self.offered = self.offered & _MASK32 if legacy else self.offered | (1 << VIRTIO_F_VERSION_1)
-            self.link = Link(memory=ctx.memory, queues=self.queues, legacy=legacy, now_ns=ctx.now_ns,
-                             call_at=ctx.call_at, interrupt=self._used_buffer, config_changed=self._config_changed,
-                             fail=self._fail, report=ctx.report_violation)
-            device.bind(self.link)
-            self._reset_queues()
+        offered = device.device_features(legacy) & ~(1 << VIRTIO_F_VERSION_1)
+        self.offered = offered & _MASK32 if legacy else offered | 1 << VIRTIO_F_VERSION_1
+        self.link = Link(memory=ctx.memory, queues=self.queues, legacy=legacy, now_ns=ctx.now_ns, call_at=ctx.call_at,
+                         interrupt=self._used_buffer, config_changed=self._config_changed, fail=self._fail,
+                         report=ctx.report_violation)
+        device.bind(self.link)
+        self._reset_queues()
 
     # -- bus interface -------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
@@ -315,7 +300,7 @@ class VirtioMmio:
         new = (value & ~DEVICE_NEEDS_RESET) | (old & DEVICE_NEEDS_RESET)  # only the device sets it
         if not self.legacy and new & FEATURES_OK and not old & FEATURES_OK:
             wanted = s.driver_features
-            if wanted & ~self.offered or not wanted >> VIRTIO_F_VERSION_1 & 1:
+            if wanted & ~self.offered or (self.require_version_1 and not wanted >> VIRTIO_F_VERSION_1 & 1):
                 new &= ~FEATURES_OK  # 2.2.2: the device fails to set FEATURES_OK
                 self.stats["features_refused"] += 1
             else:
@@ -340,15 +325,13 @@ class VirtioMmio:
         for index, queue in enumerate(self.queues):
             # A legacy driver that never writes QueueNum gets the device's size, as QEMU's num_default.
             self.state.setup[index] = QueueSetup(num=self.device.queue_num_max if self.legacy else 0)
-            q = queue.state
-            q.ready, q.size, q.desc_addr, q.driver_addr, q.device_addr = False, 0, 0, 0, 0
-            q.last_avail_idx = q.used_idx = q.notified_avail_idx = 0
+            queue.reset()
 
     def _device_reset(self) -> None:
         s = self.state
         s.status = s.interrupt_status = s.driver_features = 0
         s.device_features_sel = s.driver_features_sel = s.queue_sel = s.shm_sel = 0
-        s.empty_notifications_in_a_row, s.storming = 0, False
+        self.storms.reset()
         self._apply_features(0)
         self._reset_queues()
         self.ctx.cancel_timer()
@@ -359,7 +342,6 @@ class VirtioMmio:
 
     # -- notifications and interrupts -----------------------------------------------------------
     def _notify(self, value: int) -> None:
-        s = self.state
         self.stats["notifications"] += 1
         queue = self.queues[value] if value < len(self.queues) else None
         work = False
@@ -367,28 +349,18 @@ class VirtioMmio:
             avail = self._guard(queue.avail_idx)
             work = avail is not None and avail != queue.state.notified_avail_idx
             queue.state.notified_avail_idx = avail or 0
-        if work:
-            s.empty_notifications_in_a_row, s.storming = 0, False
-        else:
+        seen = self.storms.notified(work)
+        if seen != "work":
             self.stats["empty_notifications"] += 1
-            s.empty_notifications_in_a_row += 1
-            if s.empty_notifications_in_a_row >= NOTIFY_STORM_THRESHOLD and not s.storming:
-                self._storm(value)
-            if s.storming:
-                return  # nothing new to do: spend no more host time on it
-        if queue is not None and self.link.running:
+        if seen == "storm":
+            self.stats["notify_storms"] += 1
+            if self.storms.should_report():
+                self.ctx.report_violation(
+                    "notify-storm", QUEUE_NOTIFY, 4, "request-failed",
+                    f"{self.storms.threshold} notifications in a row (the last of queue {value}) made no "
+                    f"buffer available; notifications are counted, not processed, until one does")
+        if seen in ("work", "empty") and queue is not None and self.link.running:
             self._guard(self.device.notify, value)
-
-    def _storm(self, value: int) -> None:
-        self.state.storming = True
-        self.stats["notify_storms"] += 1
-        if self._storm_events < MAX_STORM_EVENTS:
-            self._storm_events += 1
-            self.ctx.report_violation(
-                "notify-storm", QUEUE_NOTIFY, 4, "request-failed",
-                f"{NOTIFY_STORM_THRESHOLD} notifications in a row (the last of queue {value}) made no buffer "
-                f"available; notifications are counted, not processed, until one does",
-            )
 
     def _used_buffer(self) -> None:
         self.state.interrupt_status |= INT_USED_BUFFER

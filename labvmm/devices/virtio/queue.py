@@ -162,6 +162,10 @@ class Virtqueue:
         s.last_avail_idx = s.used_idx = s.notified_avail_idx = 0
         s.ready = True
 
+    def reset(self) -> None:
+        """Device reset: the queue is disabled and forgets its layout and indices."""
+        vars(self.state).update(vars(QueueState()))
+
     # -- the available ring ---------------------------------------------------------------------
     def avail_idx(self) -> int:
         """The driver's available index (the ring must be enabled)."""

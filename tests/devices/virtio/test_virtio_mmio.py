@@ -17,6 +17,7 @@ from driver import block_rig, net_rig, rng_rig
 from labvmm.attach import ManualContext
 from labvmm.devices.virtio import VirtioMmio, mmio
 from labvmm.devices.virtio.block import VIRTIO_BLK_T_IN
+from labvmm.devices.virtio.storm import MAX_STORM_EVENTS, NOTIFY_STORM_THRESHOLD
 from labvmm.errors import ConfigError
 
 VERSION_1 = 1 << 32
@@ -104,10 +105,19 @@ def test_features_ok_is_refused_for_a_feature_not_offered():
     assert rig.transport.state.features == 0
 
 
-def test_features_ok_is_refused_without_version_1():
-    """A version 2 device will not run for a driver that leaves out VIRTIO_F_VERSION_1."""
+def test_a_driver_without_version_1_is_accepted_as_qemu_does():
+    """xv6 writes only the low feature word: FEATURES_OK stands (6.1 lets a device refuse, QEMU does not)."""
     rig = block_rig()
+    assert rig.driver.negotiate(rig.driver.device_features() & 0xFFFF_FFFF)
+    assert rig.transport.state.features == rig.driver.device_features() & 0xFFFF_FFFF
+
+
+def test_require_version_1_refuses_a_driver_without_it():
+    """With require_version_1, FEATURES_OK without VIRTIO_F_VERSION_1 is refused."""
+    rig = block_rig()
+    rig.transport.require_version_1 = True
     assert not rig.driver.negotiate(rig.driver.device_features() & ~VERSION_1)
+    assert rig.driver.negotiate(rig.driver.device_features())
 
 
 def test_accepted_features_are_negotiated_and_then_fixed():
@@ -294,13 +304,13 @@ def test_a_notify_storm_is_reported_once_per_storm():
     """Thousands of notifications that add nothing give one notify-storm event; work ends the storm."""
     rig = block_rig()
     (q,) = rig.driver.init()
-    for _ in range(3 * mmio.NOTIFY_STORM_THRESHOLD):
+    for _ in range(3 * NOTIFY_STORM_THRESHOLD):
         q.notify()
     assert rig.events == [("notify-storm", "request-failed")]
     assert rig.transport.stats["notify_storms"] == 1
     q.put([(rig.driver.buffer(bytes(16)), 16, False), (rig.driver.buffer(size=1), 1, True)])
-    assert q.used_idx() == 1 and not rig.transport.state.storming
-    for _ in range(mmio.NOTIFY_STORM_THRESHOLD):
+    assert q.used_idx() == 1 and not rig.transport.storms.storming
+    for _ in range(NOTIFY_STORM_THRESHOLD):
         q.notify()
     assert rig.transport.stats["notify_storms"] == 2
 
@@ -309,13 +319,13 @@ def test_notify_storm_events_are_bounded():
     """A guest alternating storms and work gets at most MAX_STORM_EVENTS events; the rest are counted."""
     rig = block_rig()
     (q,) = rig.driver.init()
-    storms = mmio.MAX_STORM_EVENTS + 3
+    storms = MAX_STORM_EVENTS + 3
     for _ in range(storms):
-        for _ in range(mmio.NOTIFY_STORM_THRESHOLD):
+        for _ in range(NOTIFY_STORM_THRESHOLD):
             q.notify()
         q.put([(rig.driver.buffer(bytes(16)), 16, False), (rig.driver.buffer(size=1), 1, True)])
         q.take_used()
-    assert len(rig.ctx.violations) == mmio.MAX_STORM_EVENTS
+    assert len(rig.ctx.violations) == MAX_STORM_EVENTS
     assert rig.transport.stats["notify_storms"] == storms
 
 
@@ -323,7 +333,7 @@ def test_during_a_storm_the_device_is_not_run():
     """Once storming, a notification that adds nothing does not reach the device model."""
     rig = block_rig()
     (q,) = rig.driver.init()
-    for _ in range(mmio.NOTIFY_STORM_THRESHOLD - 1):
+    for _ in range(NOTIFY_STORM_THRESHOLD - 1):
         q.notify()
     before = rig.device.stats["notifications"]
     for _ in range(100):
