@@ -37,13 +37,15 @@ class Link:
 
     Attributes the transport keeps current: `features` (negotiated bits), `legacy` (version 1
     interface), `running` (DRIVER_OK set, features accepted, no DEVICE_NEEDS_RESET).
+    `guard(action, *args)` runs device work that does not start from a register access (a
+    frame from the switch, a timer) under the transport's last line of defence.
     """
 
     def __init__(self, *, memory, queues: list, legacy: bool, now_ns: Callable[[], int],
                  call_at: Callable[[int, Callable[[], None]], None], interrupt: Callable[[], None],
                  config_changed: Callable[[], None], fail: Callable[[ChainError], None],
-                 report: Callable[[str, int, int, str, str], None]) -> None:
-        self.memory, self.queues, self.legacy = memory, queues, legacy
+                 report: Callable[[str, int, int, str, str], None], guard: Callable = lambda f, *a: f(*a)) -> None:
+        self.memory, self.queues, self.legacy, self.guard = memory, queues, legacy, guard
         self.now_ns, self.call_at = now_ns, call_at
         self.interrupt, self.config_changed, self.fail, self.report = interrupt, config_changed, fail, report
         self.features = 0
@@ -164,7 +166,7 @@ class VirtioDevice:
     def _timer(self) -> None:
         self._wake_ns = None
         if self.link.running:
-            self.on_timer()
+            self.link.guard(self.on_timer)
 
     def on_timer(self) -> None:
         """The retry timer fired: try the waiting work again (the models override this)."""

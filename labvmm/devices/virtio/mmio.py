@@ -141,7 +141,7 @@ class VirtioMmio:
         self.offered = offered & _MASK32 if legacy else offered | 1 << VIRTIO_F_VERSION_1
         self.link = Link(memory=ctx.memory, queues=self.queues, legacy=legacy, now_ns=ctx.now_ns, call_at=ctx.call_at,
                          interrupt=self._used_buffer, config_changed=self._config_changed, fail=self._fail,
-                         report=ctx.report_violation)
+                         report=ctx.report_violation, guard=self._guard)
         device.bind(self.link)
         self._reset_queues()
 

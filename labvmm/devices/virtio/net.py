@@ -186,7 +186,7 @@ class NetDevice(VirtioDevice):
             return False
         self._backlog.append(bytes(frame))
         self.stats["rx_backlogged"] += 1
-        self._deliver_backlog()
+        link.guard(self._deliver_backlog)
         return True
 
     def _deliver_backlog(self, retry: bool = False) -> None:

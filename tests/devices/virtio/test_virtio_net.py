@@ -202,3 +202,19 @@ def test_link_down_is_a_configuration_change():
     rig, rx, tx = ready()
     rig.device.set_link(False)
     assert rig.driver.read(0x106, 2) == 0 and rig.driver.read(mmio.INTERRUPT_STATUS) == mmio.INT_CONFIG_CHANGE
+
+
+def test_a_refused_dma_while_receiving_fails_the_device_not_the_switch(monkeypatch):
+    """Were labvmm.dma ever to refuse a receive write, the card stops (bad-dma) and receive() returns."""
+    from labvmm.dma import DmaError
+
+    rig, rx, tx = ready()
+    add_rx_buffer(rig, rx)
+
+    def refuse(addr, data):
+        raise DmaError("virtio0", addr, len(data), "write", (0x8000_0000, 0x8010_0000))
+
+    monkeypatch.setattr(rig.ctx.memory, "write", refuse)
+    assert rig.port.deliver(FRAME) is True
+    assert rig.status & mmio.DEVICE_NEEDS_RESET and rig.events == [("bad-dma", "device-needs-reset")]
+    assert rig.transport.stats["dma_refused"] == 1
