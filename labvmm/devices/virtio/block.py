@@ -157,12 +157,11 @@ class BlockDevice(VirtioDevice):
 
     # -- requests --------------------------------------------------------------------------------
     def _serve(self, chain: Chain) -> int | None:
-        link, memory = self.link, self.link.memory
+        memory = self.link.memory
         if chain.writable_bytes == 0:
-            raise ChainError("bad-descriptor", chain.head, 0,
+            raise ChainError("bad-descriptor", *chain.first,
                              f"block request at head {chain.head} has no device-writable byte for its status")
-        status_at = chain.writable_bytes - 1
-        data_in = status_at  # bytes of the writable buffers before the status byte
+        data_in = chain.writable_bytes - 1  # bytes of the writable buffers before the status byte
         if chain.readable_bytes < HEADER.size:
             self._request_failed(chain, f"request header of {chain.readable_bytes} bytes (16 expected)")
             return self._complete(chain, VIRTIO_BLK_S_IOERR, 0, data_in)
@@ -212,8 +211,7 @@ class BlockDevice(VirtioDevice):
         return True
 
     def _request_failed(self, chain: Chain, why: str) -> None:
-        addr, size = chain.readable[0] if chain.readable else chain.writable[0]
-        self.link.report("bad-descriptor", addr, size, "request-failed", f"block request at head {chain.head}: {why}")
+        self.link.report("bad-descriptor", *chain.first, "request-failed", f"block request at head {chain.head}: {why}")
 
     def _read(self, chain: Chain, sector: int, nbytes: int) -> tuple[int, int]:
         if not self._in_range(chain, sector, nbytes):

@@ -12,16 +12,17 @@ not offered). On receive the device writes flags 0, GSO_NONE and num_buffers 1 (
 Transmit: each chain's device-readable bytes are the header then the frame, handed to
 `port.send(frame, now_ns)`. A chain shorter than a header fails the device (QEMU: "virtio-net
 header incorrect"); a frame shorter than an Ethernet header or longer than MTU + 14 is
-dropped and counted (5.1.6.2.1: the driver must not send more than the MTU).
+dropped and counted (5.1.4.1 only obliges the device to forward up to MTU + 14).
 
 Receive: the switch calls `receive(frame)` between the VM's slices. The frame goes into the
 next available receive chain and the used-buffer interrupt is raised. Without a receive
 buffer it waits in a backlog of `BACKLOG_FRAMES` (older frames first, the newest dropped and
 counted when full) that is delivered when the driver adds buffers. A chain too small for
 header and frame keeps its place and the frame is dropped and counted (as QEMU without
-MRG_RXBUF); so are frames longer than MTU + 14 (5.1.4.2) and frames arriving while the driver
-has not set DRIVER_OK. A rate limiter, if given, paces transmit and receive (frames wait in
-the backlog for it).
+MRG_RXBUF); so are frames longer than MTU + 14 (5.1.4.1) and frames arriving while the driver
+has not set DRIVER_OK. With the link down (`set_link(False)`) frames are dropped both ways, as
+QEMU does. A rate limiter, if given, paces transmit and receive (frames wait in the backlog
+for it).
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ class NetDevice(VirtioDevice):
         self.mac, self.port, self.mtu = bytes(mac), port, mtu
         self.link_up = True
         self._backlog: deque[bytes] = deque()
-        self.stats.update(tx_frames=0, tx_bytes=0, tx_dropped_oversize=0, tx_dropped_runt=0,
+        self.stats.update(tx_frames=0, tx_bytes=0, tx_dropped_oversize=0, tx_dropped_runt=0, tx_dropped_link_down=0,
                           rx_frames=0, rx_bytes=0, rx_dropped_oversize=0, rx_dropped_small_buffer=0,
-                          rx_dropped_backlog_full=0, rx_dropped_not_ready=0, rx_backlogged=0)
+                          rx_dropped_backlog_full=0, rx_dropped_not_ready=0, rx_dropped_link_down=0,
+                          rx_backlogged=0)
         port.receiver = self.receive
 
     @property
@@ -153,7 +155,7 @@ class NetDevice(VirtioDevice):
     def _send(self, chain: Chain) -> int | None:
         hdr = self.header_bytes
         if chain.readable_bytes < hdr:
-            raise ChainError("bad-descriptor", chain.head, 0,
+            raise ChainError("bad-descriptor", *chain.first,
                              f"transmit chain at head {chain.head} has {chain.readable_bytes} readable bytes, "
                              f"less than a {hdr}-byte virtio_net_hdr")
         length = chain.readable_bytes - hdr
@@ -162,6 +164,9 @@ class NetDevice(VirtioDevice):
             return 0
         if length < ETHERNET_HEADER:
             self.stats["tx_dropped_runt"] += 1
+            return 0
+        if not self.link_up:
+            self.stats["tx_dropped_link_down"] += 1
             return 0
         if not self.admit(1, length):
             return None
@@ -177,6 +182,9 @@ class NetDevice(VirtioDevice):
         link = self.link
         if link is None or not link.running or not link.queues[RX_QUEUE].state.ready:
             self.stats["rx_dropped_not_ready"] += 1
+            return False
+        if not self.link_up:
+            self.stats["rx_dropped_link_down"] += 1
             return False
         if len(frame) > self.mtu + ETHERNET_HEADER:
             self.stats["rx_dropped_oversize"] += 1
@@ -221,7 +229,7 @@ class NetDevice(VirtioDevice):
     def _fill(self, chain: Chain, frame: bytes) -> int | None:
         hdr = self.header_bytes
         if chain.writable_bytes == 0:
-            raise ChainError("bad-descriptor", chain.head, 0,
+            raise ChainError("bad-descriptor", *chain.first,
                              f"receive chain at head {chain.head} has no device-writable buffer")
         if chain.writable_bytes < hdr + len(frame):
             return None

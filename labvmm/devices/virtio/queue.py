@@ -94,6 +94,11 @@ class Chain:
     readable_bytes: int
     writable_bytes: int
 
+    @property
+    def first(self) -> tuple[int, int]:
+        """(address, length) of the chain's first buffer, for isolation events about the request."""
+        return (self.readable or self.writable)[0]
+
     def read(self, memory, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset+length) of the device-readable buffers taken as one stream."""
         end = self.readable_bytes if length is None else min(self.readable_bytes, offset + length)

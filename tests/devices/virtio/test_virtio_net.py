@@ -159,7 +159,7 @@ def test_a_buffer_too_small_drops_the_frame_and_keeps_the_buffer():
 
 
 def test_frames_over_the_mtu_are_not_received():
-    """5.1.4.2: no frame longer than MTU + 14 is passed to the driver."""
+    """5.1.4.1: no frame longer than MTU + 14 is passed to the driver."""
     rig, rx, tx = ready(mtu=68)
     add_rx_buffer(rig, rx)
     assert rig.port.deliver(bytes(83)) is False and rig.port.deliver(bytes(82)) is True
@@ -197,11 +197,15 @@ def test_reset_drops_the_backlog():
     assert rig.device.state.backlog_frames == 0
 
 
-def test_link_down_is_a_configuration_change():
-    """set_link(False) clears LINK_UP in the configuration and raises the config interrupt."""
+def test_link_down_is_a_configuration_change_and_drops_frames():
+    """set_link(False) clears LINK_UP, raises the config interrupt, and frames are dropped both ways."""
     rig, rx, tx = ready()
+    add_rx_buffer(rig, rx)
     rig.device.set_link(False)
     assert rig.driver.read(0x106, 2) == 0 and rig.driver.read(mmio.INTERRUPT_STATUS) == mmio.INT_CONFIG_CHANGE
+    tx.put([(rig.driver.buffer(bytes(12) + FRAME), 12 + len(FRAME), False)])
+    assert rig.port.deliver(FRAME) is False and not rig.port.sent
+    assert rig.device.stats["tx_dropped_link_down"] == rig.device.stats["rx_dropped_link_down"] == 1
 
 
 def test_a_refused_dma_while_receiving_fails_the_device_not_the_switch(monkeypatch):
