@@ -12,7 +12,10 @@ through the registers), then kept for `FRESH_EVERY` inputs so state carries over
 The RAM is 128 KiB: the driver's half holds its rings and buffers, the other half is filled
 with a canary. Every byte the device writes is checked as it is written (`CheckedRam`): it
 must lie in the used ring of a ready queue or in a buffer some descriptor of a ready queue
-(or an indirect table it names) marks device-writable. A write anywhere else, a canary byte
+(or an indirect table it names) marks device-writable, in RAM as it was before this write or
+before an earlier write of the same operation (a chain's own data may overwrite the
+descriptors that named it: the device keeps using the chain it validated). A write anywhere
+else, a canary byte
 changed behind that check, a DMA that labvmm.dma had to refuse (queue.py must refuse the
 chain first), a request reaching the disk out of range or on a read-only disk, a frame sent
 outside 14..MTU+14 bytes, a chain served after DEVICE_NEEDS_RESET, an interrupt line that
@@ -95,6 +98,7 @@ class VirtioHarness:
         if kind not in TARGETS:
             raise ValueError(f"virtio fuzz target must be one of {', '.join(TARGETS)}, got {kind!r}")
         self.kind, self.rng = kind, rng or random.Random(0)
+        self._named: set[tuple[int, int]] = set()  # writable ranges named during this operation
         self.fresh()
 
     # -- setup ---------------------------------------------------------------------------------
@@ -170,28 +174,27 @@ class VirtioHarness:
 
     # -- the oracle ------------------------------------------------------------------------------
     def _allowed(self, addr: int, length: int) -> bool:
-        """Whether a ready queue's used ring, or a device-writable buffer it names, covers the write."""
-        end = addr + length
-        for q in self.dev.state.queues:
-            if not q.ready:
-                continue
-            if q.device_addr <= addr and end <= q.device_addr + 6 + 8 * q.size:
-                return True
-            if self._named(q.desc_addr, q.size, addr, end, nested=True):
-                return True
-        return False
+        """Whether a ready queue's used ring, or a device-writable buffer it names, covers the write.
 
-    def _named(self, table: int, entries: int, addr: int, end: int, nested: bool) -> bool:
+        Named now or before an earlier write of this operation (`_named` is emptied per operation).
+        """
+        for q in self.dev.state.queues:
+            if q.ready:
+                self._named.add((q.device_addr, q.device_addr + 6 + 8 * q.size))
+                self._collect(q.desc_addr, q.size, nested=True)
+        end = addr + length
+        return any(lo <= addr and end <= hi for lo, hi in self._named)
+
+    def _collect(self, table: int, entries: int, nested: bool) -> None:
+        """Add the device-writable ranges a descriptor table (and its indirect tables) names."""
         if not (RAM_BASE <= table and table + 16 * entries <= RAM_END):
-            return False
-        raw = self.ram.read(table, 16 * entries)
-        for d_addr, d_len, flags, _ in _DESC.iter_unpack(raw):
+            return
+        for d_addr, d_len, flags, _ in _DESC.iter_unpack(self.ram.read(table, 16 * entries)):
             if flags & 4:
-                if nested and d_len // 16 <= 1024 and self._named(d_addr, d_len // 16, addr, end, nested=False):
-                    return True
-            elif flags & 2 and d_addr <= addr and end <= d_addr + d_len:
-                return True
-        return False
+                if nested and d_len // 16 <= 1024:
+                    self._collect(d_addr, d_len // 16, nested=False)
+            elif flags & 2:
+                self._named.add((d_addr, d_addr + d_len))
 
     # -- inputs ---------------------------------------------------------------------------------
     def random_op(self) -> tuple:
@@ -271,6 +274,7 @@ class VirtioHarness:
         if not self.dev.link.running and self.rng.random() < 0.5:
             self._driver_init()  # what a driver does after DEVICE_NEEDS_RESET: reset, start again
         for op in ops:
+            self._named.clear()
             self._apply(op)
             self._check(op)
         if self.dev.state.status & mmio.DEVICE_NEEDS_RESET:

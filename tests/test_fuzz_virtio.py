@@ -46,6 +46,24 @@ def test_a_device_write_no_queue_names_is_an_escape():
         harness.run_one([("tick", 1)])
 
 
+def test_a_chain_overwriting_its_own_descriptors_is_no_escape():
+    """A GET_ID whose data lands on the indirect table that names its status byte is legal, not an escape.
+
+    Found by the first million-input run: the oracle must accept writes named before an
+    earlier write of the same operation, as the device keeps the chain it validated.
+    """
+    from labvmm.fuzz_virtio import BUFFERS_AT, TABLES_AT
+
+    harness = VirtioHarness("virtio-blk", random.Random(1))
+    harness.fresh(False)
+    assert harness.dev.link.running and harness.dev.link.has(28)  # indirect descriptors negotiated
+    header, status = BUFFERS_AT, BUFFERS_AT + 0x1F0
+    harness.ram.poke(header, (8).to_bytes(4, "little") + bytes(12))  # GET_ID
+    # the 20-byte id lands on indirect entry 2, the one naming the status byte
+    harness.run_one([("chain", 0, 0, True, [(header, 16, False), (TABLES_AT + 0x20, 20, True), (status, 1, True)])])
+    assert harness.ram.read(status, 1) == b"\0" and harness.ram.read(TABLES_AT + 0x20, 4) == b"fuzz"
+
+
 def test_a_changed_canary_is_an_escape():
     """A canary byte changed behind the checked path is caught."""
     harness = VirtioHarness("virtio-rng", random.Random(1))

@@ -353,6 +353,19 @@ def test_a_device_writing_its_own_available_ring_stops_after_one_queue():
     assert len(calls) == 8
 
 
+def test_a_chain_whose_data_overwrites_its_descriptors_is_served_as_validated():
+    """The device uses the chain it validated: a read landing on the descriptor table changes nothing mid-request."""
+    rig, q, header, data, status = started(size=32)
+    rig.disk.data[:512] = b"\x99" * 512  # the sector overwrites all 32 descriptors with junk
+    q.write_desc(0, header, 16, NEXT, 1)
+    q.write_desc(1, q.desc, 512, WRITE | NEXT, 2)  # the data buffer is the descriptor table itself
+    q.write_desc(2, status, 1, WRITE)
+    q.publish(0)
+    q.notify()
+    assert q.take_used() == [(0, 513)] and rig.driver.peek(status, 1) == b"\0"
+    assert rig.driver.peek(q.desc, 16) == b"\x99" * 16 and not rig.events
+
+
 # -- Chain streams ------------------------------------------------------------------------------------------
 def test_chain_reads_and_writes_span_buffers_as_one_stream():
     """Chain.read gathers the readable buffers; Chain.write scatters into the writable ones."""
