@@ -98,6 +98,7 @@ class Layout:
         self.exception_index = 0  # offset in CPUState
         self.pc = self.priv = self.badaddr = 0  # offsets in env
         self.exec_interrupt = 0  # offset from env of the CPU's class slot cpu_exec_interrupt
+        self.mhartid = 0  # offset in env (read-only through the API)
         self.csr: dict[str, int] = {}  # CSR name -> offset in env
 
     @classmethod
@@ -179,8 +180,22 @@ class Layout:
             else:  # a WARL register keeps only some bits: find it by a value it holds
                 self.csr[name] = self._locate_warl(uc, reg, name, view, mask)
         self.priv = self._locate_small(uc, view, "priv", lambda v: uc.reg_write(rc.UC_RISCV_REG_PRIV, v), (1, 3, 0))
+        self.mhartid = self._find_mhartid(uc, env)
         for name in CALIBRATED_CSRS:  # no trial value may linger (a pending, enabled SSIP would be taken)
             uc.reg_write(getattr(rc, f"UC_RISCV_REG_{name.upper()}"), 0)
+
+    def _find_mhartid(self, uc, env: int) -> int:
+        """mhartid is read-only through the API: it sits just before mstatus in QEMU 5.0's
+        CPURISCVState; a value stored there must read back through the API, or this is not it."""
+        offset = self.csr["mstatus"] - 8
+        field = u64.from_address(env + offset)
+        saved = field.value
+        field.value = 0x5A
+        seen = uc.reg_read(rc.UC_RISCV_REG_MHARTID)
+        field.value = saved
+        if seen != 0x5A:
+            raise VcpuError(f"cannot locate mhartid in unicorn {unicorn.__version__}'s CPU state")
+        return offset
 
     def _locate_warl(self, uc, reg, name: str, view, mask: int) -> int:
         values = (mask, mask & 0x0F0F) if mask else ((8 << 60) | 0x7FF01, (8 << 60) | 0x7FF02)

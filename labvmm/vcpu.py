@@ -413,6 +413,10 @@ class Vcpu:
     def pc(self, value: int) -> None:
         self._pcv.value = value & 0xFFFF_FFFF_FFFF_FFFF
 
+    def set_hart_id(self, hart_id: int) -> None:
+        """The value mhartid reads (read-only to the guest; each hart of a VM has its own)."""
+        u64.from_address(self._env + Layout.get().mhartid).value = hart_id
+
     def set_privilege(self, priv: int) -> None:
         """Change the hart's privilege level (0 U, 1 S, 3 M)."""
         if priv not in PRIV_NAMES:

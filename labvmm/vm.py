@@ -103,7 +103,7 @@ class VM(Lifecycle, inspection.Inspection):
     # -- assembly -----------------------------------------------------------------------
     def _build_board(self, specs: list[DeviceSpec]) -> None:
         """The board's devices, then devices of your own (checked by labvmm.attach.check_devices)."""
-        self.plic = Plic(harts=self.config.vcpus)  # first: the other devices' lines are its sources
+        self.plic = Plic(harts=self.config.vcpus, changed=self._plic_changed)  # first: the others' lines are its sources
         wiring = Wiring(plic=self.plic, irq_line=self._irq_line, console_write=self.console.write,
                         power_off=self._power_off, reset_requested=self._reset_requested,
                         mtime_ticks=self.mtime_ticks, timer_changed=lambda hart=0: self._timer_changed(),
@@ -132,6 +132,11 @@ class VM(Lifecycle, inspection.Inspection):
         if self._booted:
             for hart in self.harts:
                 hart.cpu.flush_code(addr & ~0xFFF, (addr + length + 0xFFF) & ~0xFFF)
+
+    def _plic_changed(self) -> None:
+        if self._booted:  # a claim or completion moved a context's line: the harts read theirs again
+            for hart in self.harts:
+                hart.interrupts.changed()
 
     def _irq_line(self, source: int) -> Callable[[bool], None]:
         line = self.plic.line(source)
@@ -181,6 +186,7 @@ class VM(Lifecycle, inspection.Inspection):
     def _reset_hart(self, hart: Hart) -> None:
         """The hart as the machine's reset leaves it: a0 = hart id, a1 = DTB (QEMU's virt and SBI's boot protocol)."""
         cpu = hart.cpu
+        cpu.set_hart_id(hart.hart_id)
         cpu.write_gpr("a0", hart.hart_id)
         cpu.write_gpr("a1", self.dtb_address)
         cpu.pc = self.image.entry

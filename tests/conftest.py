@@ -74,6 +74,11 @@ def sw(rs2: int, rs1: int, imm: int = 0) -> int:
     return _s_type(0x23, 2, rs1, rs2, imm)
 
 
+def lw(rd: int, rs1: int, imm: int = 0) -> int:
+    """lw rd, imm(rs1)."""
+    return _i_type(0x03, rd, 2, rs1, imm)
+
+
 def sb(rs2: int, rs1: int, imm: int = 0) -> int:
     """sb rs2, imm(rs1)."""
     return _s_type(0x23, 0, rs1, rs2, imm)
@@ -127,7 +132,7 @@ def li32(rd: int, value: int) -> list[int]:
 def rv():
     """The hand assembler as a namespace: rv.addi(10, 10, 1), rv.code(...), rv.NOP, ..."""
     return types.SimpleNamespace(
-        addi=addi, lui=lui, auipc=auipc, jalr=jalr, ld=ld, lbu=lbu, sd=sd, sw=sw, sb=sb, andi=andi, beq=beq,
+        addi=addi, lui=lui, auipc=auipc, jalr=jalr, ld=ld, lw=lw, lbu=lbu, sd=sd, sw=sw, sb=sb, andi=andi, beq=beq,
         bne=bne, csr_op=csr_op, li32=li32, code=code, NOP=NOP, WFI=WFI, ECALL=ECALL, EBREAK=EBREAK,
     )
 

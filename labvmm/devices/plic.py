@@ -2,8 +2,15 @@
 
 Register layout of the RISC-V PLIC specification 1.0.0 ("Memory Map"; sections cited by title) as
 QEMU's `virt` uses it at 0x0C00_0000, with two contexts per hart: context 2h = hart h's
-M-mode, context 2h+1 = its S-mode. Device lines are level-triggered: a source is pending while its line is
-high and it is not claimed; completing a claim lets it be pending again ("Interrupt Gateways").
+M-mode, context 2h+1 = its S-mode.
+
+Gateways as QEMU 7.2's sifive_plic has them (measured: tests/devices/test_plic.py), which
+is what kernels written against QEMU rely on: a device raising its line sets the source's
+pending bit, lowering it clears it, a claim clears it; completing a claim does not re-arm a
+line that merely stays high, only the device raising it again does (QEMU's devices raise on
+every register access that re-evaluates their interrupt, as labvmm's do). xv6's UART
+driver never reads IIR, so its THRE line stays high: a PLIC that re-armed on completion
+would interrupt it forever.
 """
 
 from __future__ import annotations
@@ -40,7 +47,10 @@ class Plic:
 
     size = WINDOW
 
-    def __init__(self, harts: int = 1) -> None:
+    def __init__(self, harts: int = 1, changed=lambda: None) -> None:
+        #: Told after a register access that may change what a context has pending (a claim,
+        #: a completion, an enable, a threshold or a priority): the harts re-read their lines.
+        self.changed = changed
         self.contexts = CONTEXTS * harts
         if not 1 <= harts or self.contexts > MAX_CONTEXTS:
             raise ValueError(f"a PLIC serves 1..{MAX_CONTEXTS // CONTEXTS} harts, got {harts}")
@@ -50,9 +60,10 @@ class Plic:
         return State(enable=[0] * self.contexts, threshold=[0] * self.contexts, level=level)
 
     def reset(self) -> None:
-        """Back to power-on values, keeping the device lines as they are."""
-        self.state = self._power_on(self.state.level)
-        self._update()
+        """Back to power-on values, keeping the device lines as they are (a high one is pending)."""
+        level = self.state.level
+        self.state = self._power_on(level)
+        self.state.pending = level
 
     def line(self, source: int):
         """The interrupt line of `source`, as a callable a device drives with True/False."""
@@ -60,21 +71,20 @@ class Plic:
             raise ValueError(f"PLIC source must be 1..{SOURCES - 1}, got {source}")
 
         def set_level(high: bool) -> None:
-            bit = 1 << source
-            self.state.level = (self.state.level | bit) if high else (self.state.level & ~bit)
-            self._update()
+            bit, s = 1 << source, self.state
+            if high:
+                s.level |= bit
+                s.pending |= bit  # also while claimed: it is taken once the claim completes
+            else:
+                s.level &= ~bit
+                s.pending &= ~bit
 
         return set_level
-
-    def _update(self) -> None:
-        s = self.state
-        # Pending follows the line while the source is not claimed, as QEMU's PLIC does.
-        s.pending = s.level & ~s.claimed
 
     def _best(self, context: int) -> int:
         s = self.state
         best, best_prio = 0, s.threshold[context]
-        candidates = s.pending & s.enable[context]
+        candidates = s.pending & ~s.claimed & s.enable[context]
         if not candidates:
             return 0  # the common case, checked on every slice
         for src in range(1, SOURCES):
@@ -110,7 +120,8 @@ class Plic:
             src = self._best(ctx)
             if src:
                 s.claimed |= 1 << src
-                self._update()
+                s.pending &= ~(1 << src)
+                self.changed()  # claimed: no longer pending, the context's line may fall
             return src
         return 0
 
@@ -140,4 +151,4 @@ class Plic:
             elif reg == 4 and 1 <= value < SOURCES and s.enable[ctx] >> value & 1:
                 # "Interrupt Completion": an ID not enabled for this context is silently ignored.
                 s.claimed &= ~(1 << value)
-        self._update()
+        self.changed()

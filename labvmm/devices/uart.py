@@ -221,6 +221,8 @@ class Uart16550:
     def _update_irq(self) -> None:
         s = self.state
         level = bool((s.ier & IER_RDA and self._rx) or (s.ier & IER_THRE and s.thre_pending))
-        if level != self._irq_level:  # drive the line on changes only: it is on every THR write
+        # Raised again on every update while an interrupt condition holds, as QEMU's
+        # serial_update_irq does: its PLIC takes a raise as a new request (labvmm.devices.plic).
+        if level or level != self._irq_level:
             self._irq_level = level
             self._irq(level)
