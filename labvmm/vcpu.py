@@ -67,7 +67,7 @@ ADDRESS_CAUSES = frozenset((0, 1, 4, 5, 6, 7, 12, 13, 15))
 #: CSRs that are plain storage in the engine: written directly (the others through the API,
 #: whose side effects matter: a satp or mstatus write flushes the TLB, mtvec is WARL).
 _STORAGE_CSRS = ("mepc", "mcause", "mtval", "sepc", "scause", "stval", "mscratch", "sscratch",
-                 "mcounteren", "scounteren")
+                 "mcounteren", "scounteren", "mhartid")  # mhartid: read-only to the guest, set by the VMM
 _INT_FLAG = 0x8000_0000  # RISCV_EXCP_INT_FLAG: exception_index of an interrupt
 EBREAK, C_EBREAK = 0x00100073, 0x9002
 _RAM_BASE = 0x8000_0000
