@@ -194,6 +194,37 @@ def test_a_vm_whose_harts_all_wait_is_idle_and_lets_time_jump(host, rv, raw_imag
     assert vm.idle and [hart.instructions for hart in vm.harts] == [1, 1, 1, 1]
 
 
+# -- each hart's own interrupt lines -------------------------------------------------------------------
+MIP_MSIP, MIP_MTIP, MIP_SEIP = 1 << 3, 1 << 7, 1 << 9
+
+
+def test_msip_and_plic_context_3_reach_hart_1_alone(make_vm):
+    """CLINT msip at 0x4 raises mip.MSIP of hart 1 only; a source enabled for PLIC context 3 raises hart 1's SEIP only."""
+    vm = make_vm("hello", vcpus=2)
+    vm.clint.write(4, 4, 1)
+    assert [vm.reg("mip", hart=h) & MIP_MSIP for h in range(2)] == [0, MIP_MSIP]
+    vm.plic.write(4 * 10, 4, 1)                        # source 10 (the UART): priority 1
+    vm.plic.write(0x2000 + 3 * 0x80, 4, 1 << 10)       # enabled for context 3
+    vm.uart.write(1, 1, 1)                             # IER: interrupt when a byte arrives
+    vm.send_input(b"x")
+    assert [vm.reg("mip", hart=h) & MIP_SEIP for h in range(2)] == [0, MIP_SEIP]
+
+
+def test_hart_1s_mtimecmp_wakes_hart_1_from_wfi_at_its_time(host, rv, raw_image):
+    """Hart 1 sleeps in wfi on its own mtimecmp (mie.MTIE, MIE clear): it wakes when mtime reaches it and powers off; hart 0 sleeps on."""
+    deadline_ticks = 50_000  # 5 virtual ms
+    words = [csrr_mhartid(rv, T0), beq(T0, ZERO, 0x34 - 0x04),
+             rv.lui(T1, 0x2004), *rv.li32(T2, deadline_ticks), rv.sd(T2, T1, 8),   # mtimecmp[1] = deadline
+             rv.addi(T2, ZERO, 0x80), rv.csr_op(1, ZERO, 0x304, T2),               # mie = MTIE
+             rv.WFI, *finisher(rv), *park(rv)]
+    assert len(words) * 4 == 0x3C
+    vm = host.create_vm(raw_image(*words), memory_mib=1, vcpus=2)
+    result = host.run(max_insns=10_000_000)
+    assert (result.stopped_because, vm.state, vm.exit_code) == ("all-stopped", VMState.HALTED, 0)
+    assert host.clock >= deadline_ticks * 10 and result.idle_insns > 0.99 * host.clock  # time jumped: nobody ran
+    assert vm.harts[0].instructions == 3 and vm.reg("mip", hart=0) & MIP_MTIP == 0
+
+
 # -- what a hart other than hart 0 does reaches the VM --------------------------------------------------
 def test_a_power_off_by_hart_1_halts_the_vm(host, rv, raw_image):
     """The test finisher written by hart 1 (hart 0 in wfi) powers the VM off, as on QEMU."""
@@ -362,18 +393,31 @@ def test_the_state_hash_covers_each_harts_hsm_state(sbi_vm):
 HART_EIDS = [EID_HSM, EID_IPI, EID_RFENCE, 0x03, 0x04, 0x05, 0x06, 0x07]
 WORDS = st.one_of(st.integers(0, 9), st.just(MASK64), st.integers(0, MASK64),
                   st.integers(RAM, RAM + 2 * MiB).map(lambda a: a & ~3), st.just(RAM + 16 * MiB - 4))
-CALLS = st.tuples(st.integers(0, 7), st.sampled_from(HART_EIDS), st.integers(0, 7),
-                  st.lists(WORDS, min_size=6, max_size=6))
+HART_IDS = st.one_of(st.integers(0, 7), st.integers(0, 9), WORDS)
+IMAGE = st.integers(RAM + 0x20_0000, RAM + 0x20_4000).map(lambda a: a & ~3)  # inside sbi-smp's code
+ARGS = st.tuples(WORDS, WORDS, WORDS, WORDS, WORDS, WORDS)
+#: (eid, fid, args): mostly well-formed calls with hostile arguments, then anything at all.
+HART_START = st.tuples(st.just(EID_HSM), st.just(0), st.tuples(HART_IDS, st.one_of(IMAGE, IMAGE, WORDS), WORDS))
+CALLS = st.one_of(
+    HART_START, HART_START, HART_START,
+    st.tuples(st.just(EID_HSM), st.just(1), st.just(())),                                          # hart_stop
+    st.tuples(st.just(EID_HSM), st.just(2), st.tuples(HART_IDS)),                                  # hart_get_status
+    st.tuples(st.just(EID_IPI), st.just(0), st.tuples(HART_IDS, HART_IDS)),                        # send_ipi
+    st.tuples(st.just(EID_RFENCE), st.integers(0, 7), ARGS),
+    st.tuples(st.sampled_from([0x03, 0x04, 0x05, 0x06, 0x07]), st.just(0), st.tuples(st.one_of(st.just(0), WORDS))),
+    st.tuples(st.sampled_from(HART_EIDS), st.integers(0, MASK64), ARGS),
+)
 ERRORS = {0, -1, -2, -3, -4, -5, -6, -7, -8}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(vcpus=st.integers(1, 8), calls=st.lists(CALLS, max_size=25))
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(vcpus=st.integers(1, 8), calls=st.lists(st.tuples(st.integers(0, 7), CALLS), min_size=1, max_size=30))
 def test_random_hart_calls_from_random_harts_keep_the_vm_valid(vcpus, calls):
     """Any sequence of HSM/IPI/RFENCE/legacy calls from any started hart never raises out of the VMM and leaves valid hart states."""
     host = Host(memory_mib=16)
     vm = host.create_vm("sbi-smp", memory_mib=16, vcpus=vcpus)
-    for caller, eid, fid, args in calls:
+    for caller, (eid, fid, args) in calls:
         started = [h.hart_id for h in vm.harts if h.status == STARTED]
         hart = started[caller % len(started)]
         events = len(vm.isolation_events)
@@ -416,8 +460,8 @@ def test_smp_spinlock_prints_what_it_prints_on_qemu(vcpus):
     assert bytes(vm.console.data) == spinlock_expected(vcpus)
 
 
-@pytest.mark.parametrize("quantum", [7, 13, 101])
-@pytest.mark.parametrize("vcpus", [2, 4])
+@pytest.mark.parametrize("vcpus, quantum", [(2, 7), (2, 13), (2, 101), pytest.param(4, 7, marks=pytest.mark.slow),
+                                             (4, 13), (4, 101)])
 def test_smp_spinlock_totals_are_exact_when_harts_switch_inside_critical_sections(monkeypatch, vcpus, quantum):
     """With harts switched every 7, 13 or 101 instructions (inside the lock and between LR and SC) both totals are exact, and two runs agree in every count and hash."""
     monkeypatch.setattr(labvmm.harts, "HART_QUANTUM", quantum)
