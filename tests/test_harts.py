@@ -375,6 +375,14 @@ def test_hypervisor_fences_are_not_supported_without_the_h_extension(sbi_vm, fid
     assert call(sbi_vm, 0, EID_RFENCE, fid, 1, 0, 0, 0)[0] == SBI_ERR_NOT_SUPPORTED
 
 
+def test_sbi_set_timer_arms_the_calling_harts_timer_only(sbi_vm):
+    """TIME set_timer from hart 2 raises hart 2's mip.STIP at the deadline; hart 0's timer stays unarmed (SBI 6.1)."""
+    call(sbi_vm, 0, EID_HSM, 0, 2, sbi_vm.image.entry, 0)
+    assert call(sbi_vm, 2, 0x54494D45, 0, 0)[0] == 0  # deadline 0: due at once
+    assert [sbi_vm.reg("mip", hart=h) & (1 << 5) for h in range(4)] == [0, 0, 1 << 5, 0]
+    assert [h.interrupts.stimer_deadline for h in sbi_vm.harts] == [None, None, 0, None]
+
+
 def test_send_ipi_raises_ssip_on_exactly_the_named_harts(sbi_vm):
     """send_ipi(mask 0b101, base 1) sets mip.SSIP of harts 1 and 3 only; base -1 names every hart (SBI 3.1)."""
     assert call(sbi_vm, 0, EID_IPI, 0, 0b101, 1)[0] == 0
@@ -544,6 +552,42 @@ def test_sbi_smp_is_deterministic_under_small_quanta(monkeypatch):
     assert bytes(first.console.data) == (EXPECTED / "smp" / "sbi-smp-4.txt").read_bytes()
     assert [h.instructions for h in first.harts] == [h.instructions for h in second.harts]
     assert first.state_hash() == second.state_hash()
+
+
+OPENSBI_FW_JUMP = Path("/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin")
+
+
+def opensbi_image(tmp_path, guest: str) -> Path:
+    """Debian's OpenSBI fw_jump at 0x8000_0000 and the S-mode `guest` at 0x8020_0000, as one raw image."""
+    from elftools.elf.elffile import ELFFile
+
+    from labvmm import builtin_guests
+
+    image = bytearray(OPENSBI_FW_JUMP.read_bytes().ljust(0x20_0000, b"\0"))
+    with open(builtin_guests()[guest].path, "rb") as f:
+        for segment in ELFFile(f).iter_segments():
+            if segment["p_type"] == "PT_LOAD":
+                offset, data = segment["p_paddr"] - RAM, segment.data()
+                image.extend(bytes(max(0, offset + len(data) - len(image))))
+                image[offset:offset + len(data)] = data
+    path = tmp_path / f"opensbi-{guest}.bin"
+    path.write_bytes(bytes(image))
+    return path
+
+
+@pytest.mark.skipif(not OPENSBI_FW_JUMP.is_file() and not os.environ.get("CI"),
+                    reason="OpenSBI's fw_jump is not installed (Debian package opensbi)")
+@pytest.mark.parametrize("vcpus", [2, 4])
+def test_opensbi_on_labvmm_brings_up_sbi_smps_harts_as_on_qemu(tmp_path, vcpus):
+    """OpenSBI 1.1 as the guest's own M-mode firmware on N vCPUs (its HSM over CLINT msip IPIs) runs sbi-smp to QEMU's recording."""
+    host = Host(memory_mib=128)
+    vm = host.create_vm(opensbi_image(tmp_path, "sbi-smp"), memory_mib=64, vcpus=vcpus)  # fw_jump's DTB: 0x8220_0000
+    host.run(max_insns=500_000_000)
+    assert (vm.state, vm.exit_code) == (VMState.HALTED, 0)
+    console = bytes(vm.console.data)
+    assert b"Platform HART Count       : %d" % vcpus in console
+    recorded = (EXPECTED / "smp" / f"sbi-smp-{vcpus}.txt").read_bytes()
+    assert console[console.index(b"sbi-smp: "):].replace(b"\r\n", b"\n") == recorded
 
 
 def test_a_reset_by_hart_1_through_the_test_finisher_reboots_every_hart(host, rv, raw_image):
