@@ -23,6 +23,7 @@ from .errors import (
 from .attach import DeviceContext, DeviceSpec, ManualContext
 from .guests import builtin_guests
 from .host import DEFAULT_QUANTUM, Host, RunResult, SharedPage, Slice
+from .iodevices import Disk, Nic
 from .isolation import IsolationEvent, IsolationLog
 from .metrics import Alarm, AlarmEvent, Monitor, Sample
 from .scheduler import Credit, Policy, RoundRobin, Shares
@@ -33,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Host",
     "VM",
+    "Disk",
+    "Nic",
     "VMState",
     "RunResult",
     "Slice",

@@ -21,7 +21,10 @@ from .bus import MmioBus
 from .devices import Clint, Plic, TestFinisher, Uart16550
 from .errors import ConfigError
 from .fdt import EMPTY, Node, phandle, reg, string, strings, u32
-from .virt import CLINT_BASE, PLIC_BASE, TEST_FINISHER_BASE, TIMEBASE_HZ, UART0_BASE, UART0_IRQ
+from .virt import CLINT_BASE, PLIC_BASE, TEST_FINISHER_BASE, TIMEBASE_HZ, UART0_BASE, UART0_IRQ, VIRTIO_BASE
+
+#: virtio-mmio transports: eight slots, 0x1000 apart, on PLIC sources 1..8 (QEMU's virt).
+VIRTIO_SLOT_COUNT, VIRTIO_SLOT_SIZE = 8, 0x1000
 
 # Interrupt numbers of the hart's local interrupt controller (mip/mie bits, privileged spec 3.1.9).
 IRQ_M_SOFT, IRQ_M_TIMER, IRQ_S_EXT, IRQ_M_EXT = 3, 7, 9, 11
@@ -169,6 +172,18 @@ def device_node(compatible: str) -> Callable[[DeviceSlot, Phandles], list[tuple[
     return node
 
 
+def _virtio_transport(n: int) -> Callable[[Wiring], Any]:
+    """The factory of virtio slot n: a transport carrying the device the VM was given there, or none."""
+
+    def make(w: Wiring):
+        from .devices.virtio import VirtioMmio  # the transport reads this module's table through attach
+
+        return VirtioMmio(w.context(f"virtio{n}", n + 1), device=w.extra.get("virtio", {}).get(n),
+                          legacy=w.extra.get("virtio_legacy", False))
+
+    return make
+
+
 #: QEMU's virt machine, one row per device (bases and sizes from hw/riscv/virt.c).
 VIRT_SLOTS: tuple[DeviceSlot, ...] = (
     DeviceSlot("test-finisher", TEST_FINISHER_BASE, TestFinisher.size,
@@ -180,6 +195,8 @@ VIRT_SLOTS: tuple[DeviceSlot, ...] = (
     DeviceSlot("uart0", UART0_BASE, Uart16550.size,
                lambda w: Uart16550(tx=w.console_write, irq=w.irq_line(UART0_IRQ)),
                irq=UART0_IRQ, node=_serial_node),
+    *(DeviceSlot(f"virtio{n}", VIRTIO_BASE + n * VIRTIO_SLOT_SIZE, VIRTIO_SLOT_SIZE, _virtio_transport(n),
+                 irq=n + 1, node=virtio_node) for n in range(VIRTIO_SLOT_COUNT)),
 )
 
 
@@ -284,7 +301,11 @@ def device_tree(slots: Sequence[DeviceSlot], *, ram_base: int, ram_size: int, bo
                       "timebase-frequency": u32(timebase_hz)}, cpus),
         soc,
     ])
-    for slot in slots:
+    # QEMU lists the virtio-mmio nodes from the highest address down (create_fdt_virtio walks
+    # the slots backwards), and U-Boot and Linux number virtio devices in tree order.
+    virtio = [s for s in slots if s.node is virtio_node]
+    ordered = [s for s in slots if s.node is not virtio_node] + sorted(virtio, key=lambda s: -s.base)
+    for slot in ordered:
         for parent, node in slot.node(slot, tree) if slot.node is not None else ():
             (soc if parent == "/soc" else root).add(node)
     return root.to_dtb()

@@ -29,6 +29,8 @@ class GuestInfo:
     description: str = ""
     privilege: str = "M"
     params: dict[str, int] = field(default_factory=dict)
+    #: For hostile guests: what the VMM must make of it (outcome, isolation event, action), from the manifest.
+    expect: dict = field(default_factory=dict)
 
 
 def images_dir() -> Path:
@@ -71,6 +73,7 @@ def _read_manifest(folder: Path) -> dict[str, GuestInfo]:
             description=e.get("description", ""),
             privilege=str(e.get("privilege", "M")).upper(),
             params=dict(params),
+            expect=dict(e.get("expect") or {}),
         )
     return out
 

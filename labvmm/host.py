@@ -13,7 +13,10 @@ from collections import deque
 
 from .attach import check_devices
 from .errors import ConfigError, ImageError, LabvmmError, OutOfMemoryError
+from . import iodevices
 from .guests import resolve
+from .iodevices import check_disks, check_nics, rng_seed
+from .net import Switch
 from .harts import MAX_VCPUS
 from .isolation import IsolationLog, check_policy
 from .loader import check_fits, parse_image, read_image_file
@@ -58,6 +61,7 @@ class Host(RunLoop, PageSharing, Reports):
         self.wall_seconds = 0.0
         self._gone_guest_seconds = 0.0  # guest time of destroyed VMs, still part of wall_seconds
         self.isolation_log = IsolationLog()  # every VM's isolation events (labvmm.isolation)
+        self.switches: dict[str, Switch] = {}  # the virtual network (add_switch)
 
     def create_vm(
         self,
@@ -70,6 +74,10 @@ class Host(RunLoop, PageSharing, Reports):
         params: dict[str, int] | None = None,
         bootargs: str = "",
         vcpus: int = 1,
+        disks=None,
+        nics=None,
+        rng=None,
+        virtio: str = "modern",
         start: bool = True,
         on_violation: str = "stop",
         devices=None,
@@ -81,6 +89,10 @@ class Host(RunLoop, PageSharing, Reports):
         `vcpus` (1-8) gives the VM that many harts sharing its RAM (labvmm.harts): under labvmm's
         firmware hart 0 boots and the others wait for SBI hart_start; a guest that is its own
         firmware has them all start at its entry with a0 = hart id, as on QEMU's virt.
+        `disks` (image paths or labvmm.Disk), `nics` (switch names or labvmm.Nic) and `rng`
+        (True, or a seed) give the VM virtio devices (labvmm.iodevices): disks first in the
+        virtio slots, then NICs, then the entropy source; `virtio="legacy"` offers them through
+        the version 1 interface, as QEMU's force-legacy does (older xv6 needs it).
         `devices` attaches devices of your own to the VM's MMIO bus, as a dict
         {name: (base, device)} or {name: (base, device, irq)}, or a list of
         `labvmm.attach.DeviceSpec(name, base, device, irq=None)`; see labvmm.attach.
@@ -113,11 +125,19 @@ class Host(RunLoop, PageSharing, Reports):
         if params is not None and not isinstance(params, dict):
             raise ConfigError(f"params must be a dict of name -> integer, got {type(params).__name__}")
         vcpus = check_positive_int("vcpus", vcpus, MAX_VCPUS)
+        if virtio not in ("modern", "legacy"):
+            raise ConfigError(f"virtio must be 'modern' (version 2) or 'legacy' (version 1), got {virtio!r}")
         config = VMConfig(name=name, memory_mib=memory_mib, firmware=firmware, params=dict(params or {}),
-                          bootargs=bootargs, vcpus=vcpus)
+                          bootargs=bootargs, vcpus=vcpus, virtio_legacy=virtio == "legacy")
         device_specs = check_devices(devices, ram_base=RAM_BASE, ram_size=memory_mib * MIB)
+        disk_list, nic_list, seed = check_disks(disks), check_nics(nics), rng_seed(name, rng)
         vm_id = self._next_id
-        runs = self.pool.allocate(vm_id, memory_mib * MIB // PAGE_SIZE, RAM_BASE)
+        io = iodevices.build(name, disk_list, nic_list, seed, self._switch_for)
+        try:
+            runs = self.pool.allocate(vm_id, memory_mib * MIB // PAGE_SIZE, RAM_BASE)
+        except BaseException:
+            io.close()
+            raise
         try:
             vm = VM(
                 vm_id=vm_id,
@@ -129,9 +149,11 @@ class Host(RunLoop, PageSharing, Reports):
                 isolation_log=self.isolation_log,
                 on_violation=check_policy(on_violation),
                 devices=device_specs,
+                io=io,
             )
         except BaseException:
             self.pool.release(vm_id)
+            io.close()
             raise
         self._next_id += 1
         self.vms[name] = vm
@@ -166,6 +188,7 @@ class Host(RunLoop, PageSharing, Reports):
         frames = self.pool.release(vm.id)
         self._gone_guest_seconds += vm.guest_seconds - vm.exit_seconds
         vm._destroyed()
+        vm.io.close()  # its disk files closed, its NICs off their switches
         del self.vms[name]
         self.monitor.forget(name)
         forget = getattr(self.policy, "forget", None)  # optional in the Policy interface
@@ -236,6 +259,32 @@ class Host(RunLoop, PageSharing, Reports):
             vm.pause()
         elif alarm.action == "throttle":
             self._throttle[vm_name] = alarm.throttle_cap
+
+    # -- the virtual network -------------------------------------------------------------
+    def add_switch(self, name: str, mtu: int = 1500, host_ip: str | None = "10.0.2.2", capture=None,
+                   latency_ns: int = 0) -> Switch:
+        """A virtual L2 switch VMs' NICs join (labvmm.net): learning, with per-port counters and MTU.
+
+        `host_ip`: the address of its built-in host port, which answers ARP and ping (QEMU's
+        user networking's gateway by default; None for none). `capture`: a pcap file of every
+        frame switched. Frames are delivered at the end of the slice that sent them (plus
+        `latency_ns` of virtual time), so runs are deterministic.
+        """
+        if not isinstance(name, str) or name in self.switches:
+            raise ConfigError(f"switch name must be a new string, got {name!r} (switches: {', '.join(self.switches) or 'none'})")
+        switch = Switch(name, mtu=mtu, host_ip=host_ip, capture=capture, latency_ns=latency_ns)
+        self.switches[name] = switch
+        return switch
+
+    def switch(self, name: str) -> Switch:
+        """The switch called `name`."""
+        try:
+            return self.switches[name]
+        except (KeyError, TypeError):
+            raise ConfigError(f"no switch named {name!r} on this host (switches: {', '.join(self.switches) or 'none'})") from None
+
+    def _switch_for(self, name: str) -> Switch:
+        return self.switches[name] if name in self.switches else self.add_switch(name)
 
     def wanting_cpu(self) -> list[VM]:
         """The VMs that want the CPU now: running and not waiting in wfi for an interrupt.

@@ -99,6 +99,17 @@ class Inspection:
                 raise GuestMemoryError(f"read_memory {what} must be an integer, got {type(value).__name__} {value!r}")
         return self.memory.read(addr, length)
 
+    def device_stats(self) -> dict[str, dict]:
+        """Counters of the VM's virtio devices by name (disk0, net0, rng): requests, bytes, notifications, ...
+
+        Each carries its slot and its transport's counters (notifications, interrupts, resets).
+        """
+        out = {}
+        for slot, name in sorted(self.io.names.items()):
+            transport = self.board.devices[f"virtio{slot}"]
+            out[name] = {"slot": slot, **self.io.by_slot[slot].stats, "transport": dict(transport.stats)}
+        return out
+
     def state_hash(self) -> str:
         """SHA-256 over everything that defines the VM's state (registers, RAM, devices, output)."""
         h = hashlib.sha256()
@@ -143,6 +154,7 @@ class Inspection:
             "console_bytes": self.console.total,
             "console_dropped": self.console.dropped,
             "exits": dict(sorted(self.exits.items())),
+            "devices": self.device_stats(),
             "wall": {  # wall-clock figures: the only fields that differ between identical runs
                 "guest_seconds": round(self.guest_seconds - self.exit_seconds, 6),
                 "exit_handler_seconds": round(self.exit_seconds, 6),

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import ConfigError, LifecycleError
 from .scheduler import PERIOD_INSNS
+from .virt import NOMINAL_IPS
+
+NS_PER_INSN = 1_000_000_000 // NOMINAL_IPS
 from .vm import VM, VMState
 
 if TYPE_CHECKING:
@@ -110,6 +113,9 @@ class RunLoop:
             if not ready:
                 event = self._next_event_in(running)
                 waits = [event] if event else []
+                frame = self._next_frame_in()
+                if frame is not None:  # a frame in flight (a switch with latency) wakes its receiver
+                    waits.append(max(frame, 1))
                 if len(wanting) > len(ready):  # capped VMs wait for the next period
                     waits.append(self._period_end() - self.clock)
                 if not waits:
@@ -137,6 +143,22 @@ class RunLoop:
             if budget is not None:
                 budget -= retired
             self._advance(retired, result)
+            if self.switches:
+                self._deliver_frames()
+
+    def _deliver_frames(self) -> None:
+        """A barrier: every frame the slice sent, and every one due, reaches its receivers (labvmm.net)."""
+        now_ns = self.clock * NS_PER_INSN
+        for switch in self.switches.values():
+            if switch.queued:
+                switch.deliver(now_ns)
+
+    def _next_frame_in(self) -> int | None:
+        """Instructions until the next frame in flight arrives, if any."""
+        times = [t for t in (s.next_delivery_ns() for s in self.switches.values() if s.queued) if t is not None]
+        if not times:
+            return None
+        return max(-(-min(times) // NS_PER_INSN) - self.clock, 0)
 
     def _horizon(self, running: list[VM], budget: int | None) -> int:
         """How far virtual time may go before the loop must look again."""
@@ -214,6 +236,8 @@ class RunLoop:
             self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
             self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
             self._advance(retired, RunResult())
+            if self.switches:
+                self._deliver_frames()
         finally:  # a step is host wall time too: vmm_seconds() subtracts the guest's part of it
             self.wall_seconds += time.perf_counter() - started
         if was_paused and vm.state == VMState.RUNNING:

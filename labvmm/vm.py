@@ -22,6 +22,7 @@ from .errors import ConfigError, LifecycleError
 from .exits import BudgetDone, Fault, Halt, Idle, Preempted, Reset, Trap, Yield
 from .fdt import place_dtb
 from .hart import Hart
+from .iodevices import IoDevices
 from .harts import HartSet, HartSbiEnv
 from .lifecycle import Lifecycle, VMState
 from .isolation import DEFAULT_POLICY, IsolationEvent, IsolationLog, check_policy
@@ -43,6 +44,7 @@ class VMConfig:
     params: dict[str, int] = field(default_factory=dict)
     bootargs: str = ""
     vcpus: int = 1
+    virtio_legacy: bool = False  # the virtio-mmio version 1 interface (QEMU's force-legacy)
 
 
 class VM(Lifecycle, inspection.Inspection):
@@ -60,6 +62,7 @@ class VM(Lifecycle, inspection.Inspection):
         isolation_log: IsolationLog | None = None,
         on_violation: str = DEFAULT_POLICY,
         devices: list[DeviceSpec] | tuple = (),
+        io: IoDevices | None = None,
     ) -> None:
         if config.firmware not in FIRMWARES:
             raise ConfigError(f"firmware must be one of {FIRMWARES}, got {config.firmware!r}")
@@ -88,6 +91,7 @@ class VM(Lifecycle, inspection.Inspection):
         self._device_timers = DeviceTimers()
         self._events = EventCache()
         self._booted = False
+        self.io = io if io is not None else IoDevices()  # disks, NICs, entropy (labvmm.iodevices)
         self._build_board(list(devices))
         self._boot()
 
@@ -98,7 +102,8 @@ class VM(Lifecycle, inspection.Inspection):
         wiring = Wiring(plic=self.plic, irq_line=self._irq_line, console_write=self.console.write,
                         power_off=self._power_off, reset_requested=self._reset_requested,
                         mtime_ticks=self.mtime_ticks, timer_changed=lambda hart=0: self._timer_changed(),
-                        context=self._device_context, harts=self.config.vcpus)
+                        context=self._device_context, harts=self.config.vcpus,
+                        extra={"virtio": self.io.by_slot, "virtio_legacy": self.config.virtio_legacy})
         self.board = Board.with_own_devices(VIRT_SLOTS, specs, wiring)
         self.bus = self.board.bus
         self.clint = self.board.devices["clint"]

@@ -74,6 +74,32 @@ def sw(rs2: int, rs1: int, imm: int = 0) -> int:
     return _s_type(0x23, 2, rs1, rs2, imm)
 
 
+def sb(rs2: int, rs1: int, imm: int = 0) -> int:
+    """sb rs2, imm(rs1)."""
+    return _s_type(0x23, 0, rs1, rs2, imm)
+
+
+def andi(rd: int, rs1: int, imm: int) -> int:
+    """andi rd, rs1, imm."""
+    return _i_type(0x13, rd, 7, rs1, imm)
+
+
+def _b_type(funct3: int, rs1: int, rs2: int, offset: int) -> int:
+    imm = offset & 0x1FFF
+    return (((imm >> 12) & 1) << 31) | (((imm >> 5) & 0x3F) << 25) | (rs2 << 20) | (rs1 << 15) | (funct3 << 12) \
+        | (((imm >> 1) & 0xF) << 8) | (((imm >> 11) & 1) << 7) | 0x63
+
+
+def beq(rs1: int, rs2: int, offset: int) -> int:
+    """beq rs1, rs2, offset (bytes from this instruction, even)."""
+    return _b_type(0, rs1, rs2, offset)
+
+
+def bne(rs1: int, rs2: int, offset: int) -> int:
+    """bne rs1, rs2, offset (bytes from this instruction, even)."""
+    return _b_type(1, rs1, rs2, offset)
+
+
 def csr_op(funct3: int, rd: int, csr: int, rs1: int) -> int:
     """A Zicsr instruction: funct3 1 csrrw, 2 csrrs, 3 csrrc, 5-7 their immediate forms."""
     return _i_type(0x73, rd, funct3, rs1, csr)
@@ -101,8 +127,8 @@ def li32(rd: int, value: int) -> list[int]:
 def rv():
     """The hand assembler as a namespace: rv.addi(10, 10, 1), rv.code(...), rv.NOP, ..."""
     return types.SimpleNamespace(
-        addi=addi, lui=lui, auipc=auipc, jalr=jalr, ld=ld, lbu=lbu, sd=sd, sw=sw, csr_op=csr_op, li32=li32,
-        code=code, NOP=NOP, WFI=WFI, ECALL=ECALL, EBREAK=EBREAK,
+        addi=addi, lui=lui, auipc=auipc, jalr=jalr, ld=ld, lbu=lbu, sd=sd, sw=sw, sb=sb, andi=andi, beq=beq,
+        bne=bne, csr_op=csr_op, li32=li32, code=code, NOP=NOP, WFI=WFI, ECALL=ECALL, EBREAK=EBREAK,
     )
 
 

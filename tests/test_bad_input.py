@@ -289,6 +289,12 @@ ROWS = [
     Row("cli-input-bad-escape", CLI, r"bad escape in input 'x\\'", ["run", "echo", "--input", "x\\"]),
     Row("cli-weight-unknown-vm", CLI, "--weight expects VM=VALUE with a VM of this run (hello), got 'nope=5'",
         ["run", "hello", "--policy", "credit", "--weight", "nope=5"]),
+    Row("cli-input-after-no-prompt", CLI, "--input-after expects [VM=]TEXT:PROMPT, got 'ls' (no ':' before the prompt)",
+        ["run", "echo", "--input-after", "ls"]),
+    Row("cli-console-unknown-vm", CLI, "--console 'nope': no VM of that name in this run (VMs: echo; or none)",
+        ["run", "echo", "--console", "nope"]),
+    Row("cli-lab-missing-dir", CLI, "--dir 'no/such/folder' is not a folder of notebooks", ["lab", "--dir", "no/such/folder"]),
+    Row("cli-help-unknown-topic", CLI, "no help topic or command named 'nope'", ["help", "nope"]),
 ]
 
 

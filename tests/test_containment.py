@@ -60,7 +60,7 @@ RUN_LIMIT = 400_000_000
 WATCHDOG_SECONDS = 30
 RAM_BASE = 0x8000_0000
 #: Where the wild-access guests aim, over the whole 64-bit address space: below the
-#: devices, between them, inside an empty virtio slot, just below and just past RAM, far
+#: devices, between them, past the last virtio slot, just below and just past RAM, far
 #: above it, at the top of the 56-bit physical space and past it, addresses that alias RAM
 #: if truncated to 32 or 56 bits, non-canonical and high canonical addresses.
 WILD_ADDRESSES = (
@@ -69,7 +69,7 @@ WILD_ADDRESSES = (
     0x0010_1000,
     0x0300_0000,
     0x0C60_0000,
-    0x1000_1000,
+    0x1000_9000,
     0x7FFF_FFF8,
     RAM_BASE + GUEST_MIB * MIB,
     0x1_0000_0000,

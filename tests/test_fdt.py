@@ -18,13 +18,14 @@ from labvmm.fdt import (EMPTY, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_MAGIC,
 from labvmm.board import VIRT_SLOTS, DeviceSlot, device_tree, virtio_node
 
 
-def virt_dtb(*, ram_base, ram_size, bootargs="", virtio_slots=(), uart_irq=None, **kwargs):
-    """The board's tree with `virtio_slots` (base, size, irq) added as virtio-mmio rows."""
+def virt_dtb(*, ram_base, ram_size, bootargs="", uart_irq=None, extra_slots=(), **kwargs):
+    """The board's tree (its eight virtio slots included), the UART's source changed or more slots added."""
     slots = list(VIRT_SLOTS)
     if uart_irq is not None:
         slots = [s if s.name != "uart0" else DeviceSlot(s.name, s.base, s.size, s.factory, uart_irq, s.node)
                  for s in slots]
-    slots += [DeviceSlot("virtio", base, size, lambda w: None, irq, virtio_node) for base, size, irq in virtio_slots]
+    slots += [DeviceSlot(f"extra{i}", base, size, lambda w: None, irq, virtio_node)
+              for i, (base, size, irq) in enumerate(extra_slots)]
     return device_tree(slots, ram_base=ram_base, ram_size=ram_size, bootargs=bootargs, **kwargs)
 
 RAM_BASE = 0x8000_0000
@@ -68,8 +69,7 @@ def at(root: Node, path: str) -> Node:
 @pytest.fixture(scope="module")
 def virt_blob() -> bytes:
     """The virt machine's DTB with 16 MiB RAM, bootargs and one virtio slot."""
-    return virt_dtb(ram_base=RAM_BASE, ram_size=16 * MiB, bootargs="console=ttyS0",
-                    virtio_slots=[(0x1000_1000, 0x1000, 1)])
+    return virt_dtb(ram_base=RAM_BASE, ram_size=16 * MiB, bootargs="console=ttyS0")
 
 
 # --- value encoders
@@ -424,19 +424,22 @@ def test_virt_dtb_has_the_qemu_virt_nodes_and_values(virt_blob: bytes) -> None:
         assert (node.get_u32("offset"), node.get_u32("value")) == (0, value)
 
 
-def test_virt_dtb_leaves_out_unemulated_devices_and_empty_bootargs() -> None:
-    """Without bootargs or virtio slots there is no bootargs property and no virtio node."""
+def test_virt_dtb_lists_the_eight_virtio_slots_from_the_top_and_no_empty_bootargs() -> None:
+    """The eight virtio-mmio slots are listed as QEMU lists them (highest address first); no empty bootargs."""
     root = parse_dtb(virt_dtb(ram_base=RAM_BASE, ram_size=16 * MiB))
     assert "bootargs" not in at(root, "/chosen").props
-    assert {c.name for c in at(root, "/soc").children} == {
-        "test@100000", "clint@2000000", "plic@c000000", "serial@10000000"}
+    names = [c.name for c in at(root, "/soc").children]
+    assert names[:4] == ["test@100000", "clint@2000000", "plic@c000000", "serial@10000000"]
+    assert names[4:] == [f"virtio_mmio@{0x1000_1000 + n * 0x1000:x}" for n in range(7, -1, -1)]
+    irqs = [at(root, f"/soc/{name}").get_u32("interrupts") for name in names[4:]]
+    assert irqs == list(range(8, 0, -1))
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(ram_size=0), "ram_size"),
     (dict(uart_irq=0), "interrupt 0"),
-    (dict(virtio_slots=[(0x1000_1000, 0x1000, 96)]), "interrupt 96"),
-    (dict(virtio_slots=[(0x1000_1000, 0x1000, 1)] * 2), "duplicate node name"),
+    (dict(extra_slots=[(0x1100_0000, 0x1000, 96)]), "interrupt 96"),
+    (dict(extra_slots=[(0x1000_1000, 0x1000, 1)]), "duplicate node name"),
     (dict(timebase_hz=1 << 32), "0x100000000"),
 ])
 def test_virt_dtb_rejects_bad_arguments(kwargs: dict, message: str) -> None:
@@ -463,9 +466,7 @@ def test_virt_dtb_agrees_with_qemus_own_dump(tmp_path, dtb_differences) -> None:
     subprocess.run(["qemu-system-riscv64", "-machine", f"virt,dumpdtb={dumped}", "-m", "16M",
                     "-bios", "none", "-display", "none"], capture_output=True, check=True)
     qemu = parse_dtb(dumped.read_bytes())
-    ours = parse_dtb(virt_dtb(ram_base=RAM_BASE, ram_size=16 * MiB,
-                              virtio_slots=[(0x1000_1000 + i * 0x1000, 0x1000, 1 + i)
-                                            for i in range(8)]))
+    ours = parse_dtb(virt_dtb(ram_base=RAM_BASE, ram_size=16 * MiB))
     # labvmm's CPU (Unicorn) is rv64imafdc with Sv39; it adds #address-cells to the cpu intc
     # to satisfy dtc; QEMU 7.2 advertises 96 PLIC sources but has 95; rng-seed is random.
     expected = {("/cpus/cpu@0", "riscv,isa"), ("/cpus/cpu@0", "mmu-type"),

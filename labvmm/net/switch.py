@@ -140,6 +140,7 @@ class Port:
         entry = (now_ns + switch.latency_ns, self.index, self._seq, frame, self)
         self._seq += 1
         self._queued += 1
+        switch.queued += 1
         if switch._delivering:  # sent by a receiver inside deliver(): the switch's own thread
             heapq.heappush(switch._pending, entry)
         else:
@@ -191,6 +192,8 @@ class Switch:
         #: The last frames switched: (time_ns, from port name, length, first bytes).
         self.recent_frames: deque[tuple[int, str, int, bytes]] = deque(maxlen=recent_capacity)
         self._pending: list = []  # heap of (time_ns, port index, seq, frame, port)
+        #: Frames queued and not yet switched (the run loop asks after every slice: one attribute read).
+        self.queued = 0
         self._delivering = False
         self._next_index = 0
         self._retired = _new_counters()  # counters of removed ports
@@ -241,6 +244,7 @@ class Switch:
         self._pending[:] = [entry for entry in self._pending if entry[4] is not port]  # in place: deliver may be running
         heapq.heapify(self._pending)
         port._queued = 0
+        self.queued -= queued
         self.mac_table.forget_owner(port)
         for writer_port in [c for c in self._captures if c[1] is port]:
             self._captures.remove(writer_port)
@@ -267,6 +271,7 @@ class Switch:
                     break
                 time_ns, _, _, frame, port = heapq.heappop(pending)
                 port._queued -= 1
+                self.queued -= 1
                 if port.attached:  # a receiver may have removed a port in this very call
                     accepted += self._switch_frame(port, frame, time_ns)
         finally:

@@ -1,14 +1,20 @@
-"""The `labvmm` command line: runs, JSON reports, and one-line errors for bad input."""
+"""`labvmm run` (labvmm/cli/run.py): runs, streamed consoles, JSON reports, input, one-line errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from labvmm.cli import main
+
+RAM_BASE = 0x8000_0000
+UART = 0x1000_0000
+FINISHER = 0x10_0000
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -54,12 +60,101 @@ def test_json_report_has_the_documented_fields():
     assert report["schema"] == 1
 
 
-def test_text_output_shows_consoles_and_summary(capsys):
-    """Without --json, each VM's console is printed followed by a summary table."""
+def test_text_output_streams_prefixed_console_lines_then_the_summary(capsys):
+    """Without --json, several VMs' lines come prefixed with their VM, before the summary table."""
     assert main(["run", "hello", "timer"]) == 0
     out = capsys.readouterr().out
-    assert "--- hello (VM 1) console ---" in out and "tick 5" in out
-    assert "--- summary ---" in out and "virtual time" in out
+    lines = out.splitlines()
+    assert lines[0] == "[hello] Hello from a labvmm guest!"
+    assert "[timer] tick 5" in lines
+    summary = lines.index("--- summary ---")
+    assert all(line.startswith(("[hello] ", "[timer] ")) for line in lines[:summary])
+    assert "virtual time" in lines[-1]
+
+
+def test_one_vm_streams_its_console_unprefixed(capsys):
+    """With one VM the console is written exactly as the guest printed it."""
+    assert main(["run", "hello"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Hello from a labvmm guest!\nhello: running in M-mode on hart 0\n")
+
+
+def test_lines_of_several_vms_appear_in_the_order_of_their_slices(capsys):
+    """Streaming follows virtual time: timer's ticks interleave with compute's output slice by slice, the same every run."""
+    args = ["run", "timer", "compute", "--param", "compute.iterations=200000"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    lines = [line for line in first.splitlines() if line.startswith("[")]
+    assert lines == [line for line in second.splitlines() if line.startswith("[")]
+    ticks = [i for i, line in enumerate(lines) if line.startswith("[timer] tick")]
+    done = next(i for i, line in enumerate(lines) if line.startswith("[compute] compute: checksum"))
+    assert ticks[0] < done < ticks[-1]  # compute finished between two of timer's ticks
+
+
+def test_console_output_streams_while_the_run_goes():
+    """The hello VM's lines reach the pipe while a guest beside it still spins (a run that never ends by itself)."""
+    child = subprocess.Popen([sys.executable, "-m", "labvmm.cli", "run", "hello", "hostile/spin-masked",
+                              "--vm-memory-mib", "16"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert child.stdout.readline() == b"[hello] Hello from a labvmm guest!\n"
+        assert child.poll() is None  # spin-masked never stops: the run cannot have ended
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+        child.stdout.close()
+
+
+def fifo_reset_guest(rv) -> bytes:
+    """Prints '>', resets its receive FIFO (FCR = 7, as U-Boot's ns16550_init), then echoes polled input until Ctrl-D."""
+    t0, t1, t2, t3 = 5, 6, 7, 28
+    return rv.code(
+        rv.lui(t0, UART >> 12),
+        rv.addi(t1, 0, ord(">")), rv.sb(t1, t0, 0),
+        rv.addi(t1, 0, 0x07), rv.sb(t1, t0, 2),  # FCR: enable, clear RX and TX
+        rv.lbu(t1, t0, 5), rv.andi(t1, t1, 1), rv.beq(t1, 0, -8),  # loop: wait for LSR.DR
+        rv.lbu(t2, t0, 0), rv.sb(t2, t0, 0),  # RBR -> THR
+        rv.addi(t3, 0, 4), rv.bne(t2, t3, -24),  # until Ctrl-D
+        rv.lui(t0, FINISHER >> 12), *rv.li32(t1, 0x5555), rv.sw(t1, t0, 0),  # power off
+    )
+
+
+def test_input_survives_the_fifo_reset_a_guest_does_when_it_opens_the_port(tmp_path, rv, capsys):
+    """--input given before boot reaches a guest that resets its FIFO first: it echoes all of it and powers off."""
+    image = tmp_path / "fifo-reset.bin"
+    image.write_bytes(fifo_reset_guest(rv))
+    assert main(["run", str(image), "--vm-memory-mib", "1", "--input", "hi\\x04", "--max-insns", "1000000",
+                 "--json"]) == 0
+    vm = json.loads(capsys.readouterr().out)["vms"][0]
+    assert (vm["state"], vm["exit_code"], vm["console"]) == ("halted", 0, ">hi\x04")
+
+
+def test_input_after_types_when_the_prompt_appears(tmp_path, rv, capsys):
+    """--input-after TEXT:PROMPT entries run in order, each once its prompt is on the console."""
+    image = tmp_path / "fifo-reset.bin"
+    image.write_bytes(fifo_reset_guest(rv))
+    assert main(["run", str(image), "--vm-memory-mib", "1", "--input-after", "ab:>", "--input-after", "\\x04:b",
+                 "--max-insns", "1000000", "--json"]) == 0
+    vm = json.loads(capsys.readouterr().out)["vms"][0]
+    assert (vm["state"], vm["console"]) == ("halted", ">ab\x04")
+
+
+def test_input_after_waits_for_a_prompt_that_never_comes(tmp_path, rv, capsys):
+    """An entry whose prompt never appears types nothing: the guest keeps waiting until --max-insns."""
+    image = tmp_path / "fifo-reset.bin"
+    image.write_bytes(fifo_reset_guest(rv))
+    assert main(["run", str(image), "--vm-memory-mib", "1", "--input-after", "x:login: ", "--max-insns", "300000",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["host"]["stopped_because"] == "max-insns" and report["vms"][0]["console"] == ">"
+
+
+def test_input_after_names_its_vm(capsys):
+    """VM=TEXT:PROMPT types into that VM once its own console shows the prompt."""
+    assert main(["run", "hello", "echo", "--input-after", "echo=ok\\x04:Ctrl-D ends", "--json"]) == 0
+    echo = json.loads(capsys.readouterr().out)["vms"][1]
+    assert echo["state"] == "halted" and "ends\nok\necho: got Ctrl-D, goodbye" in echo["console"]
 
 
 def test_input_reaches_the_named_vm(capsys):
@@ -121,6 +216,11 @@ def test_demo_runs_and_explains(capsys):
         (["run", "compute", "--param", "compute.iterations=lots"], "is not an integer"),
         (["run", "./missing.elf"], "does not exist"),
         (["run", "."], "is a directory"),
+        (["run", "hello", "--input-after", "no-prompt"], "expects [VM=]TEXT:PROMPT"),
+        (["run", "hello", "--input-after", "text:"], "the PROMPT after ':' is empty"),
+        (["run", "hello", "--console", "nope"], "--console 'nope': no VM of that name"),
+        (["run", "hello", "--console", "hello"], "standard input is not a terminal"),
+        (["run", "hello", "--explain", "--json"], "--explain prints text"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_status_2(args, fragment, capsys):
@@ -233,36 +333,19 @@ def test_progress_line_goes_to_stderr_only(capsys):
     assert json.loads(captured.out)["vms"][0]["state"] == "halted"
 
 
-def test_lab_without_a_browser_runs_the_demo(monkeypatch, capsys):
-    """`labvmm lab` on a machine with no web browser says so and runs the built-in demo."""
-    import webbrowser
+def test_the_readme_weights_example_prints_what_the_readme_shows(capsys):
+    """The README's `$ labvmm run compute compute --policy credit ...` block is this run's real output (wall time aside)."""
+    import re
+    import shlex
+    from pathlib import Path
 
-    def no_browser(*args):
-        raise webbrowser.Error("could not locate runnable browser")
-
-    monkeypatch.setattr(webbrowser, "get", no_browser)
-    assert main(["lab"]) == 0
-    out = capsys.readouterr().out
-    assert "no web browser" in out and "memtest OK" in out
-
-
-def test_lab_with_a_browser_starts_jupyterlab_on_the_notebooks(monkeypatch, capsys):
-    """With a browser, `labvmm lab` starts JupyterLab on 127.0.0.1 with the notebooks folder as its root."""
-    import subprocess
-    import webbrowser
-
-    started = []
-    monkeypatch.setattr(webbrowser, "get", lambda *args: object())
-    monkeypatch.setattr(subprocess, "call", lambda command: started.append(command) or 0)
-    assert main(["lab", "--port", "9999"]) == 0
-    (command,) = started
-    assert command[1:3] == ["-m", "jupyterlab"]
-    assert "--ServerApp.ip=127.0.0.1" in command and "--ServerApp.port=9999" in command
-    root = next(a for a in command if a.startswith("--ServerApp.root_dir="))
-    assert root.endswith("notebooks")
-
-
-def test_lab_refuses_a_missing_folder(capsys):
-    """`labvmm lab --dir` with a folder that does not exist is a one-line error."""
-    assert main(["lab", "--dir", "no/such/folder"]) == 2
-    assert "is not a folder of notebooks" in capsys.readouterr().err
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"\n    \$ (labvmm run compute compute --policy credit[^\n]*)\n((?:    [^\n]*\n)+)", readme)
+    assert block, "the README lost its weights example"
+    argv = shlex.split(block.group(1))[1:]
+    shown = [line[4:] for line in block.group(2).splitlines()]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    wall = re.compile(r"wall time [\d.]+ s")
+    assert [wall.sub("wall time", line) for line in printed] == [wall.sub("wall time", line) for line in shown]
+    assert "33.3%  33.3%" in shown[-3] and "66.7%  66.7%" in shown[-2]  # 1:2, as the weights say

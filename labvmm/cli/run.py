@@ -1,0 +1,311 @@
+"""`labvmm run`: one VM per image on one host, consoles streamed, the keyboard on a VM's UART.
+
+Text mode writes each VM's console as the guest prints it (`stream.py`), then the summary
+table. On a terminal the keyboard types into the first VM's UART, or the one `--console`
+names, with the terminal in raw mode as QEMU's -nographic has it (`terminal.py`: Ctrl-A X
+quits, Ctrl-A H helps); when every VM waits for input, the run waits for the keyboard
+instead of ending. `--input` is sent before boot (the UART holds it until the guest opens
+the port: labvmm/devices/uart.py), `--input-after TEXT:PROMPT` once PROMPT appears. Input is
+checked for after every slice, so a prompt-triggered input lands at the same virtual time on
+every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+
+from ..host import DEFAULT_HOST_MEMORY_MIB, DEFAULT_QUANTUM, DEFAULT_VM_MEMORY_MIB, Host
+from ..vm import VMState
+from .args import (
+    UsageError,
+    parse_input_after,
+    parse_inputs,
+    parse_params,
+    parse_scheduling,
+    positive,
+    vm_names,
+)
+from .explain import explain_text
+from .report import exit_status, print_summary
+from .stream import ConsoleStream, ConsoleTap, PromptWatch
+from .terminal import HELP, EscapeKeys, Keyboard, RawTerminal, is_terminal, write_note
+
+JSON_SCHEMA_VERSION = 1
+#: How often a running host looks at the keyboard, in wall seconds.
+KEYBOARD_POLL_S = 0.02
+ACCEPTS_INPUT = (VMState.CREATED, VMState.RUNNING, VMState.PAUSED)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The `run` subcommand's options."""
+    run = sub.add_parser("run", help="run one VM per image on one host",
+                         description="Run one VM per image on one host; consoles stream as the guests print.")
+    run.add_argument("images", nargs="+", metavar="IMAGE_OR_NAME", help="a built-in guest name or an image path")
+    run.add_argument("--memory-mib", type=positive, default=DEFAULT_HOST_MEMORY_MIB, help="host memory pool (MiB)")
+    run.add_argument("--vm-memory-mib", type=positive, default=DEFAULT_VM_MEMORY_MIB, help="RAM per VM (MiB)")
+    run.add_argument("--quantum", type=positive, default=DEFAULT_QUANTUM, help="instructions per scheduler slice")
+    run.add_argument("--max-insns", type=positive, default=None,
+                     help="stop after this much virtual time, in instructions (100_000_000 = 1 virtual second)")
+    run.add_argument("--input", action="append", default=[], metavar="[VM=]TEXT",
+                     help="bytes for a VM's UART, received once the guest opens the port (backslash escapes "
+                          "allowed); without VM= the first VM")
+    run.add_argument("--input-after", action="append", default=[], metavar="[VM=]TEXT:PROMPT",
+                     help="type TEXT when PROMPT appears on the VM's console (the first ':' ends TEXT, \\: is a "
+                          "colon; escapes allowed); several run in order per VM")
+    run.add_argument("--console", default=None, metavar="VM|none",
+                     help="the VM whose UART the keyboard types into (default on a terminal: the first VM; "
+                          "none: do not read the keyboard)")
+    run.add_argument("--param", action="append", default=[], metavar="VM.NAME=VALUE", help="set a guest parameter")
+    run.add_argument("--firmware", choices=("guest", "labvmm"), default=None, help="who handles the guest's traps")
+    run.add_argument("--policy", default="round-robin", choices=("round-robin", "rr", "credit", "shares"),
+                     help="CPU scheduling policy")
+    for flag, meta, text in (
+        ("--weight", "VM=N", "credit weight 1-65535 (default 256)"),
+        ("--cap", "VM=PCT", "credit cap in %% of one CPU (0 = none)"),
+        ("--shares", "VM=LEVEL", "shares: high, normal, low or a number"),
+        ("--reservation", "VM=IPS", "shares: instructions per virtual second guaranteed"),
+        ("--limit", "VM=IPS", "shares: instructions per virtual second at most"),
+    ):
+        run.add_argument(flag, action="append", default=[], metavar=meta, help=text)
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="live progress on stderr (default: when stderr is a terminal the keyboard is not on)")
+    run.add_argument("--json", action="store_true", help="print a JSON report instead of text (nothing streams)")
+    run.add_argument("--explain", action="store_true",
+                     help="after the summary, explain its columns, every exit reason and why the run stopped")
+    return run
+
+
+class Progress:
+    """A one-line live status on stderr, at most every half second of wall time, never over console text."""
+
+    def __init__(self, stream: ConsoleStream | None = None) -> None:
+        self._next = 0.0
+        self._drawn = False
+        self.stream = stream
+
+    def __call__(self, host: Host) -> None:
+        now = time.monotonic()
+        if now < self._next or (self.stream is not None and not self.stream.at_line_start):
+            return
+        self._next = now + 0.5
+        parts = [f"{vm.name}:{vm.state.value[:4]} {vm.instructions / 1e6:.1f}M" for vm in host.vms.values()]
+        sys.stderr.write(f"\r[{host.virtual_seconds:8.3f} s virtual] " + "  ".join(parts)[:150] + "\033[K")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def erase(self) -> None:
+        """Take the status line off the screen (before console text is written)."""
+        if self._drawn:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._drawn = False
+
+
+class RunSession:
+    """Drives `host.run` for the CLI: streams consoles, types --input-after and the keyboard, waits for keys."""
+
+    def __init__(self, host: Host, *, stream: ConsoleStream | None = None, watch: PromptWatch | None = None,
+                 keyboard: Keyboard | None = None, console_vm: str | None = None,
+                 progress: Progress | None = None) -> None:
+        self.host = host
+        self.stream = stream
+        self.watch = watch or PromptWatch([])
+        self.keyboard = keyboard
+        self.console_vm = console_vm
+        self.progress = progress
+        self.quit = False
+        self._taps = {name: ConsoleTap(vm.console) for name, vm in host.vms.items()}
+        self._escape = EscapeKeys()
+        self._next_poll = 0.0
+        self._told_gone: set[str] = set()
+
+    def run(self, max_insns: int | None = None) -> str:
+        """Run until the host stops; returns why ("quit" when the user quit from the console)."""
+        start = self.host.clock
+        while True:
+            left = None if max_insns is None else max_insns - (self.host.clock - start)
+            if left is not None and left <= 0:
+                return "max-insns"
+            why = self.host.run(max_insns=left, until=self.tick).stopped_because
+            self.pump()
+            if why == "until":
+                return "quit"
+            if why == "all-idle" and self.keyboard is not None and self._console_accepts_input():
+                if self.wait_for_keys():
+                    continue
+                return "quit" if self.quit else why
+            return why
+
+    def tick(self, host: Host) -> bool:
+        """`host.run`'s until(): called between slices; True ends the run (the user quit)."""
+        self.pump()
+        if self.keyboard is not None:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + KEYBOARD_POLL_S
+                self._typed(self.keyboard.read(0))
+        if self.progress is not None:
+            self.progress(host)
+        return self.quit
+
+    def pump(self) -> None:
+        """Stream what each VM printed since the last look; type the --input-after texts whose prompt came."""
+        for name, tap in self._taps.items():
+            data = tap.take()
+            if not data:
+                continue
+            if self.stream is not None:
+                self.stream.write(name, data)
+            for text in self.watch.feed(name, data):
+                self._send(name, text)
+
+    def wait_for_keys(self) -> bool:
+        """Every VM waits for input: block until keys reached the console VM; False on quit or end of input."""
+        if self.stream is not None:
+            self.stream.flush_partial()
+        while not self.quit:
+            data = self.keyboard.read(None)
+            if self.keyboard.closed:
+                return False
+            if self._typed(data):
+                return True
+        return False
+
+    def _typed(self, data: bytes) -> bool:
+        """Handle typed bytes: Ctrl-A commands, the rest to the console VM; True if bytes were sent."""
+        if not data:
+            return False
+        to_guest, commands = self._escape.feed(data)
+        sent = bool(to_guest) and self._send(self.console_vm, to_guest)
+        for command in commands:
+            if command == "quit":
+                self.quit = True
+            else:
+                self._note(HELP if command == "help" else self._status())
+        return sent
+
+    def _send(self, name: str, data: bytes) -> bool:
+        vm = self.host.vms.get(name)
+        if vm is not None and vm.state in ACCEPTS_INPUT:
+            vm.send_input(data)
+            return True
+        if name not in self._told_gone:
+            self._told_gone.add(name)
+            state = vm.state.value if vm is not None else "gone"
+            self._note(f"labvmm: {name} is {state}, its UART takes no more input (Ctrl-A X quits)")
+        return False
+
+    def _console_accepts_input(self) -> bool:
+        vm = self.host.vms.get(self.console_vm)
+        return vm is not None and vm.state in ACCEPTS_INPUT and not self.keyboard.closed
+
+    def _status(self) -> str:
+        parts = [f"{vm.name} {vm.state.value} {vm.instructions:,} insns" for vm in self.host.vms.values()]
+        return f"labvmm: virtual time {self.host.virtual_seconds:.4f} s; " + "; ".join(parts)
+
+    def _note(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.end()
+        write_note(text)
+
+
+def build_host(args, names: list[str]) -> Host:
+    """The host and its VMs as `args` describe them, --input queued, scheduling set."""
+    params = parse_params(args.param, names)
+    inputs = parse_inputs(args.input, names)
+    scheduling = parse_scheduling(args, names)
+    host = Host(memory_mib=args.memory_mib, quantum=args.quantum)
+    host.set_policy(getattr(args, "policy", "round-robin"))
+    for image, name in zip(args.images, names):
+        host.create_vm(image, name=name, memory_mib=args.vm_memory_mib, firmware=args.firmware,
+                       params=params.get(name))
+    for name, data in inputs.items():
+        host.vm(name).send_input(data)
+    for name, values in scheduling.items():
+        host.configure_vm(name, **values)
+    return host
+
+
+def finish_report(host: Host, stopped_because: str) -> dict:
+    """The host's report with the schema version and why the run stopped."""
+    report = host.report()
+    report["schema"] = JSON_SCHEMA_VERSION
+    report["host"]["stopped_because"] = stopped_because
+    return report
+
+
+def run_command(args) -> tuple[Host, dict]:
+    """Create the host and VMs described by `args`, run them without streaming, return (host, report)."""
+    names = vm_names(args.images)
+    watch = PromptWatch(parse_input_after(getattr(args, "input_after", []) or [], names))
+    host = build_host(args, names)
+    show = getattr(args, "progress", None)
+    progress = Progress() if (show if show is not None else sys.stderr.isatty()) else None
+    session = RunSession(host, watch=watch, progress=progress)
+    try:
+        stopped = session.run(args.max_insns)
+    finally:
+        if progress is not None:
+            progress.erase()
+    return host, finish_report(host, stopped)
+
+
+def _console_choice(args, names: list[str]) -> str | None:
+    """The VM the keyboard types into, or None for no keyboard."""
+    choice = args.console
+    if choice == "none":
+        return None
+    if choice is not None:
+        if choice not in names:
+            raise UsageError(f"--console {choice!r}: no VM of that name in this run (VMs: {', '.join(names)}; or none)")
+        if args.json:
+            raise UsageError("--console streams to the terminal; it does not go with --json")
+        if not is_terminal(sys.stdin):
+            raise UsageError(f"--console {choice}: standard input is not a terminal (use --input or --input-after)")
+        return choice
+    return names[0] if not args.json and is_terminal(sys.stdin) else None
+
+
+def main(args) -> int:
+    """`labvmm run`: returns the exit status."""
+    if args.explain and args.json:
+        raise UsageError("--explain prints text; it does not go with --json (see `labvmm help exits`)")
+    if args.json:
+        _, report = run_command(args)
+        print(json.dumps(report, indent=2))
+        return exit_status(report)
+    names = vm_names(args.images)
+    console_vm = _console_choice(args, names)
+    watch = PromptWatch(parse_input_after(args.input_after, names))
+    host = build_host(args, names)
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and console_vm is None)
+    progress = Progress() if show else None
+    stream = ConsoleStream(sys.stdout.buffer, names, prefixes=len(names) > 1,
+                           before_write=progress.erase if progress else (lambda: None))
+    if progress is not None:
+        progress.stream = stream if sys.stdout.isatty() else None
+    keyboard = None
+    if console_vm is not None:
+        stream.live(console_vm)
+        keyboard = Keyboard(sys.stdin.fileno())
+        write_note(f"labvmm: the keyboard types into {console_vm}'s UART; Ctrl-A X quits, Ctrl-A H for help")
+    session = RunSession(host, stream=stream, watch=watch, keyboard=keyboard, console_vm=console_vm,
+                         progress=progress)
+    sys.stdout.flush()  # what print() buffered goes before the stream's bytes
+    with RawTerminal(sys.stdin.fileno()) if keyboard is not None else nullcontext():
+        try:
+            stopped = session.run(args.max_insns)
+        finally:
+            stream.end()
+            if progress is not None:
+                progress.erase()
+    report = finish_report(host, stopped)
+    print_summary(report)
+    if args.explain:
+        print()
+        print(explain_text(report))
+    return exit_status(report)
