@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import labvmm.harts
 from labvmm import ConfigError, Host, VMState
-from labvmm.board import VIRT_SLOTS, DeviceSlot, device_tree, virtio_node
+from labvmm.board import VIRT_SLOTS, device_tree
 from labvmm.exit_handlers import handle_trap
 from labvmm.exits import Hypercall
 from labvmm.fdt import parse_dtb, u32
@@ -119,9 +119,8 @@ def test_a_register_of_a_hart_the_vm_does_not_have_is_a_config_error(make_vm):
 
 # -- the device tree, against QEMU's own ----------------------------------------------------------------
 def our_tree(harts: int):
-    slots = list(VIRT_SLOTS) + [DeviceSlot("virtio", 0x1000_1000 + i * 0x1000, 0x1000, lambda w: None, 1 + i,
-                                           virtio_node) for i in range(8)]
-    return parse_dtb(device_tree(slots, ram_base=RAM, ram_size=16 * MiB, harts=harts))
+    """The board's tree (its eight virtio slots included) with `harts` harts and 16 MiB of RAM."""
+    return parse_dtb(device_tree(VIRT_SLOTS, ram_base=RAM, ram_size=16 * MiB, harts=harts))
 
 
 @pytest.mark.parametrize("harts", [1, 2, 3, 4, 8])
