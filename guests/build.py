@@ -106,6 +106,11 @@ GUESTS = (
           "M", NET_M + ("net-echo/net_echo.c",)),
     Guest("rng", "virtio-rng driver: reads `bytes` random bytes and prints them in hex.",
           "M", VIRTIO_M + ("rng/rng.c",)),
+    Guest("smp-spinlock", "Every hart counts under an LR/SC spinlock and with amoadd; hart 0 checks the totals.",
+          "M", ("smp-spinlock/start.S", "common/fmt.c", "common/uart.c", "common/fdt.c",
+                "smp-spinlock/smp_spinlock.c")),
+    Guest("sbi-smp", "S-mode guest: SBI HSM, IPI and RFENCE bring up, wake, fence and stop the other harts.",
+          "S", COMMON_S + ("common/fdt.c", "sbi-smp/secondary.S", "sbi-smp/sbi_smp.c")),
 )
 
 

@@ -15,7 +15,9 @@ no device in that run and say so.
 
 Then the runs of the virtio guests with their devices (virtio_runs.py: RUNS, and
 the net-echo/net-ping PAIRS on one link) are recorded into
-guests/expected/virtio/<run>.txt; each must end with its run's exit status.
+guests/expected/virtio/<run>.txt; each must end with its run's exit status. Last,
+the guests with several harts on `-smp N` (smp_runs.py: RUNS) into
+guests/expected/smp/<guest>-<N>.txt.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import smp_runs
 import virtio_runs
 
 GUESTS_DIR = Path(__file__).resolve().parent
@@ -92,18 +95,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote expected/{name}.txt ({len(output)} bytes)")
     with tempfile.TemporaryDirectory() as tmp:
         outputs = virtio_outputs(Path(tmp))
+    outputs.update({run.expected_path: smp_runs.run_on_qemu(run) for run in smp_runs.RUNS})
     for path, output in outputs.items():
         name = path.relative_to(GUESTS_DIR)
         if args.check:
             if not path.is_file() or path.read_bytes() != output:
                 differing.append(path.stem)
-                print(f"qemu_expected.py: virtio run {path.stem}: QEMU output differs from {name}")
+                print(f"qemu_expected.py: run {path.stem}: QEMU output differs from {name}")
         else:
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(output)
             print(f"wrote {name} ({len(output)} bytes)")
     if args.check and not differing:
-        print(f"qemu_expected.py: all {len(names)} M-mode guests and {len(outputs)} virtio runs "
+        print(f"qemu_expected.py: all {len(names)} M-mode guests and {len(outputs)} virtio and smp runs "
               f"match their expected output")
     return 1 if differing else 0
 

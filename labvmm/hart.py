@@ -37,6 +37,7 @@ class Hart:
             stimecmp_changed=timer_changed, emulated=self._count_emulated))
         self.cpu = Vcpu(on_mmio=self._on_mmio, on_trap=self._on_trap, on_fault=self._on_fault,
                         fetch=lambda pc: traps.read_instruction(self.cpu, guest_read, pc), csrs=self)
+        self.cpu.write_csr("mhartid", hart_id)  # each Unicorn instance says 0; QEMU's virt numbers harts 0..n-1
         self.interrupts = HartInterrupts(self.cpu, clint, plic, mtime_ticks, self.csrs.sstc_deadline, hart_id)
         self.status = 0  # SBI HSM state (labvmm.harts: STARTED 0, STOPPED 1); the VM sets it at boot
         self.idle = False  # in wfi, waiting for an interrupt

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from . import traps
 from .exits import BudgetDone, Fault, Halt, Idle, Preempted, Reset, Yield
 from .sbi import VmSbiEnv
-from .vcpu import PRIV_S
+from .vcpu import PRIV_M, PRIV_S
 
 #: Instructions a hart runs before the next hart of its VM gets a turn.
 HART_QUANTUM = 20_000
@@ -34,6 +34,10 @@ STARTED, STOPPED, START_PENDING, STOP_PENDING = 0, 1, 2, 3
 MAX_VCPUS = 8
 #: Exits that end the whole VM's slice, not just one hart's turn.
 VM_EXITS = (Halt, Reset, Fault, Preempted)
+#: Exceptions labvmm delegates to S-mode when it is the guest's firmware, as OpenSBI does:
+#: misaligned fetch, breakpoint, ecall from U, and the page faults.
+FIRMWARE_MEDELEG = (1 << 0) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15)
+FIRMWARE_MIDELEG = traps.S_LEVEL
 
 
 class HartSet:
@@ -54,6 +58,34 @@ class HartSet:
 
     def __getitem__(self, index: int):
         return self.harts[index]
+
+    def boot(self, *, entry: int, dtb_address: int, firmware: str) -> None:
+        """The harts as the machine's reset leaves them: a0 = hart id, a1 = DTB, at `entry`.
+
+        QEMU's virt and SBI's boot protocol. Under labvmm's firmware ("labvmm") the boot hart
+        starts in S-mode and the others wait STOPPED for hart_start; a guest that is its own
+        firmware gets every hart started in M-mode, as on QEMU.
+        """
+        for hart in self.harts:
+            cpu = hart.cpu
+            cpu.write_gpr("a0", hart.hart_id)
+            cpu.write_gpr("a1", dtb_address)
+            cpu.pc = entry
+            if firmware == "labvmm":
+                cpu.write_csr("medeleg", FIRMWARE_MEDELEG)
+                cpu.write_csr("mideleg", FIRMWARE_MIDELEG)
+                cpu.write_csr("mcounteren", 0x7)
+                cpu.set_privilege(PRIV_S)
+                hart.status = STARTED if hart.hart_id == 0 else STOPPED
+            else:
+                cpu.set_privilege(PRIV_M)
+                hart.status = STARTED
+            hart.idle = False
+            hart.interrupts.sync()
+
+    def running(self):
+        """The hart running now (whose access reached a device or the VMM), else the boot hart."""
+        return self.current if self.current is not None else self.harts[0]
 
     # -- states ---------------------------------------------------------------------------
     def started(self) -> list:

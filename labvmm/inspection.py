@@ -80,10 +80,15 @@ class Inspection:
         return [self.memory.base + int(i) * PAGE_SIZE for i in changed]
 
     def remap_memory(self, addr: int, length: int) -> None:
-        """Point the vCPU at the frames `memory` now has behind [addr, addr+length) (`Host.share_pages`)."""
+        """Point every vCPU at the frames `memory` now has behind [addr, addr+length) (`Host.share_pages`).
+
+        Every hart maps the VM's RAM itself: one left on the old frames would reach a frame the
+        VM gave back to the pool, which another VM may own next.
+        """
         self._alive()
         for guest, host, size in self.memory.host_pointers_in(addr, length, whole_runs=True):
-            self.cpu.remap_ram(guest, host, size)
+            for hart in self.harts:
+                hart.cpu.remap_ram(guest, host, size)
         self._digest_cache = None
 
     def read_memory(self, addr: int, length: int) -> bytes:
@@ -112,6 +117,8 @@ class Inspection:
         if self.state.value != "destroyed":
             for hart in range(len(self.harts)):
                 h.update(repr(sorted(self.registers(hart).items())).encode())
+            # What each hart does next depends on its HSM state and wfi, and its instret on its count.
+            h.update(repr([(x.status, x.idle, x.instructions) for x in self.harts]).encode())
             h.update(self._memory_digest())
             for name, state in self.board.states():
                 h.update(repr((name, asdict(state))).encode())

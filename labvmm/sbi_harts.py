@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from .exits import Hypercall, Yield
-from .sbi import (SBI_ERR_DENIED, SBI_ERR_INVALID_ADDRESS, SBI_ERR_INVALID_PARAM, SBI_ERR_NOT_SUPPORTED,
+from .sbi import (SBI_ERR_FAILED, SBI_ERR_INVALID_ADDRESS, SBI_ERR_INVALID_PARAM, SBI_ERR_NOT_SUPPORTED,
                   SBI_SUCCESS, Refusal, SbiResult)
 
 EID_HSM = 0x48534D
@@ -27,6 +27,7 @@ EID_LEGACY_FENCE_I, EID_LEGACY_SFENCE_VMA, EID_LEGACY_SFENCE_VMA_ASID = 0x05, 0x
 SBI_ERR_ALREADY_AVAILABLE = -6
 SBI_ERR_ALREADY_STOPPED = -8
 HSM_START, HSM_STOP, HSM_STATUS, HSM_SUSPEND = 0, 1, 2, 3
+RFENCE_FENCE_I, RFENCE_SFENCE_VMA, RFENCE_SFENCE_VMA_ASID = 0, 1, 2
 EXTENSIONS = {EID_HSM: "hsm", EID_IPI: "ipi", EID_RFENCE: "rfence", EID_LEGACY_CLEAR_IPI: "legacy-clear-ipi",
               EID_LEGACY_SEND_IPI: "legacy-send-ipi", EID_LEGACY_FENCE_I: "legacy-remote-fence-i",
               EID_LEGACY_SFENCE_VMA: "legacy-remote-sfence-vma",
@@ -75,7 +76,8 @@ def handle_harts(call: Hypercall, env: HartOps) -> SbiResult | None:
     if eid == EID_HSM:
         return _hsm(fid, a, env)
     if eid in (EID_IPI, EID_RFENCE):
-        if (eid == EID_IPI and fid != 0) or (eid == EID_RFENCE and fid > 6):
+        # RFENCE 3-6 are the hypervisor fences (8.5-8.8): not supported on harts without the H extension.
+        if (eid == EID_IPI and fid != 0) or (eid == EID_RFENCE and fid > RFENCE_SFENCE_VMA_ASID):
             return SbiResult(SBI_ERR_NOT_SUPPORTED)
         mask, base = a[0] & MASK64, a[1] & MASK64
         ids = _targets(env, mask, base)
@@ -84,7 +86,7 @@ def handle_harts(call: Hypercall, env: HartOps) -> SbiResult | None:
         if eid == EID_IPI:
             env.send_ipi(ids)
         else:
-            env.remote_fence(ids, "fence.i" if fid == 0 else "sfence.vma")
+            env.remote_fence(ids, "fence.i" if fid == RFENCE_FENCE_I else "sfence.vma")
         return SbiResult(SBI_SUCCESS)
     if eid == EID_LEGACY_CLEAR_IPI:
         env.clear_ipi()
@@ -133,12 +135,11 @@ def _hsm(fid: int, a: tuple[int, ...], env: HartOps) -> SbiResult:
         env.hart_start(hart_id, start, opaque)
         return SbiResult(SBI_SUCCESS)
     if fid == HSM_STOP:
-        if env.hart_status(env.hart_id) != 0:
-            return SbiResult(SBI_ERR_DENIED)
-        if sum(env.hart_status(h) == 0 for h in range(env.hart_count)) == 1:
-            # labvmm's choice: the last running hart may not stop (the VM would hang with no
-            # hart left to start it); SRST powers a VM off.
-            return SbiResult(SBI_ERR_DENIED)
+        # SBI_ERR_FAILED is the one error hart_stop has (9.2). labvmm's choice: the last
+        # running hart may not stop (the VM would hang with no hart left to start it); SRST
+        # powers a VM off.
+        if env.hart_status(env.hart_id) != 0 or sum(env.hart_status(h) == 0 for h in range(env.hart_count)) == 1:
+            return SbiResult(SBI_ERR_FAILED)
         env.hart_stop()
         return SbiResult(SBI_SUCCESS, exit=Yield())  # the calling hart's turn ends here
     return SbiResult(SBI_ERR_NOT_SUPPORTED)  # hart_suspend: not offered (a hart in wfi costs nothing already)

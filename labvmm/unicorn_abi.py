@@ -98,7 +98,6 @@ class Layout:
         self.exception_index = 0  # offset in CPUState
         self.pc = self.priv = self.badaddr = 0  # offsets in env
         self.exec_interrupt = 0  # offset from env of the CPU's class slot cpu_exec_interrupt
-        self.mhartid = 0  # offset in env (read-only through the API)
         self.csr: dict[str, int] = {}  # CSR name -> offset in env
 
     @classmethod
@@ -117,6 +116,7 @@ class Layout:
         env = self._env_by_csr_handler(uc)
         self._find_cpu(uc, env)
         self._find_fields(uc, env)
+        self._find_mhartid(uc, env)
         self._find_exception_fields(uc, env)
         self._find_exec_interrupt(env)
 
@@ -180,22 +180,31 @@ class Layout:
             else:  # a WARL register keeps only some bits: find it by a value it holds
                 self.csr[name] = self._locate_warl(uc, reg, name, view, mask)
         self.priv = self._locate_small(uc, view, "priv", lambda v: uc.reg_write(rc.UC_RISCV_REG_PRIV, v), (1, 3, 0))
-        self.mhartid = self._find_mhartid(uc, env)
         for name in CALIBRATED_CSRS:  # no trial value may linger (a pending, enabled SSIP would be taken)
             uc.reg_write(getattr(rc, f"UC_RISCV_REG_{name.upper()}"), 0)
 
-    def _find_mhartid(self, uc, env: int) -> int:
-        """mhartid is read-only through the API: it sits just before mstatus in QEMU 5.0's
-        CPURISCVState; a value stored there must read back through the API, or this is not it."""
+    def _find_mhartid(self, uc, env: int) -> None:
+        """mhartid: read-only to the API and the guest, 0 in every Unicorn instance.
+
+        QEMU 5.0 keeps it in env just before mstatus (target/riscv/cpu.h, CPURISCVState);
+        checked by storing a value there and reading it back with `csrr a0, mhartid`.
+        """
         offset = self.csr["mstatus"] - 8
         field = u64.from_address(env + offset)
-        saved = field.value
-        field.value = 0x5A
-        seen = uc.reg_read(rc.UC_RISCV_REG_MHARTID)
-        field.value = saved
-        if seen != 0x5A:
+        saved, marker = field.value, 0x5A5
+        field.value = marker
+        try:
+            # Not at SCRATCH_BASE, whose code the engine has translated already (it would run again).
+            at = SCRATCH_BASE + 0x100
+            uc.mem_write(at, struct.pack("<II", 0xF1402573, 0x10500073))  # csrr a0, mhartid; wfi
+            uc.reg_write(rc.UC_RISCV_REG_PRIV, 3)
+            uc.emu_start(at, at + 4, count=1)
+            seen = uc.reg_read(rc.UC_RISCV_REG_A0)
+        finally:
+            field.value = saved
+        if seen != marker:
             raise VcpuError(f"cannot locate mhartid in unicorn {unicorn.__version__}'s CPU state")
-        return offset
+        self.csr["mhartid"] = offset
 
     def _locate_warl(self, uc, reg, name: str, view, mask: int) -> int:
         values = (mask, mask & 0x0F0F) if mask else ((8 << 60) | 0x7FF01, (8 << 60) | 0x7FF02)

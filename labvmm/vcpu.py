@@ -67,7 +67,7 @@ ADDRESS_CAUSES = frozenset((0, 1, 4, 5, 6, 7, 12, 13, 15))
 #: CSRs that are plain storage in the engine: written directly (the others through the API,
 #: whose side effects matter: a satp or mstatus write flushes the TLB, mtvec is WARL).
 _STORAGE_CSRS = ("mepc", "mcause", "mtval", "sepc", "scause", "stval", "mscratch", "sscratch",
-                 "mcounteren", "scounteren")
+                 "mcounteren", "scounteren", "mhartid")  # mhartid: read-only to the guest, set by the VMM
 _INT_FLAG = 0x8000_0000  # RISCV_EXCP_INT_FLAG: exception_index of an interrupt
 EBREAK, C_EBREAK = 0x00100073, 0x9002
 _RAM_BASE = 0x8000_0000
@@ -412,10 +412,6 @@ class Vcpu:
     @pc.setter
     def pc(self, value: int) -> None:
         self._pcv.value = value & 0xFFFF_FFFF_FFFF_FFFF
-
-    def set_hart_id(self, hart_id: int) -> None:
-        """The value mhartid reads (read-only to the guest; each hart of a VM has its own)."""
-        u64.from_address(self._env + Layout.get().mhartid).value = hart_id
 
     def set_privilege(self, priv: int) -> None:
         """Change the hart's privilege level (0 U, 1 S, 3 M)."""

@@ -1,4 +1,4 @@
-"""A virtual machine: one hart, its RAM, the board's devices, and its lifecycle (labvmm.lifecycle).
+"""A virtual machine: its harts (labvmm.harts), its RAM, the board's devices, and its lifecycle (labvmm.lifecycle).
 
 The VM runs in slices the host gives it (`run_slice`). The devices come from the board
 table (labvmm.board); exits from the vCPU are values, and what each one means is decided by
@@ -23,19 +23,14 @@ from .exits import BudgetDone, Fault, Halt, Idle, Preempted, Reset, Trap, Yield
 from .fdt import place_dtb
 from .hart import Hart
 from .iodevices import IoDevices
-from .harts import STARTED, STOPPED, HartSet, HartSbiEnv
+from .harts import HartSet, HartSbiEnv
 from .lifecycle import Lifecycle, VMState
 from .isolation import DEFAULT_POLICY, IsolationEvent, IsolationLog, check_policy
 from .loader import Image, resolve_params
 from .memory import GuestMemory
 from .timers import DeviceTimers, EventCache
-from .vcpu import PRIV_M, PRIV_S
 from .virt import INSNS_PER_TICK
 
-#: Exceptions labvmm delegates to S-mode when it is the guest's firmware, as OpenSBI does:
-#: misaligned fetch, breakpoint, ecall from U, and the page faults.
-FIRMWARE_MEDELEG = (1 << 0) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15)
-FIRMWARE_MIDELEG = traps.S_LEVEL
 FIRMWARES = ("guest", "labvmm")
 
 
@@ -124,7 +119,7 @@ class VM(Lifecycle, inspection.Inspection):
             schedule=self._schedule_device_timer,
             memory=DeviceMemory(self.memory, name, on_write=self._dma_written),
             report=lambda kind, address, size, action, detail: self._record_violation(
-                kind, self.cpu.pc if self._booted else 0, address, size, action, detail),
+                kind, self.harts.running().cpu.pc if self._booted else 0, address, size, action, detail),
         )
 
     def _dma_written(self, addr: int, length: int) -> None:
@@ -167,8 +162,7 @@ class VM(Lifecycle, inspection.Inspection):
         except ValueError as exc:
             raise ConfigError(f"VM {self.name!r}: {exc}; give it more memory") from None
         self.memory.write(self.dtb_address, dtb)
-        for hart in self.harts:
-            self._reset_hart(hart)
+        self.harts.boot(entry=self.image.entry, dtb_address=self.dtb_address, firmware=self.config.firmware)
         self._events.invalidate()
         if self.timer_listener is not None:
             self.timer_listener()
@@ -182,25 +176,6 @@ class VM(Lifecycle, inspection.Inspection):
         for slot in self.bus.slots:
             hart.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF)
         return hart
-
-    def _reset_hart(self, hart: Hart) -> None:
-        """The hart as the machine's reset leaves it: a0 = hart id, a1 = DTB (QEMU's virt and SBI's boot protocol)."""
-        cpu = hart.cpu
-        cpu.set_hart_id(hart.hart_id)
-        cpu.write_gpr("a0", hart.hart_id)
-        cpu.write_gpr("a1", self.dtb_address)
-        cpu.pc = self.image.entry
-        if self.config.firmware == "labvmm":  # the boot hart starts; the others wait for SBI hart_start
-            cpu.write_csr("medeleg", FIRMWARE_MEDELEG)
-            cpu.write_csr("mideleg", FIRMWARE_MIDELEG)
-            cpu.write_csr("mcounteren", 0x7)
-            cpu.set_privilege(PRIV_S)
-            hart.status = STARTED if hart.hart_id == 0 else STOPPED
-        else:  # its own firmware: every hart starts at the entry, as on QEMU
-            cpu.set_privilege(PRIV_M)
-            hart.status = STARTED
-        hart.idle = False
-        hart.interrupts.sync()
 
     def _exit_context(self, hart: Hart) -> exit_handlers.ExitContext:
         return exit_handlers.ExitContext(
@@ -272,7 +247,7 @@ class VM(Lifecycle, inspection.Inspection):
     def _device_failed(self, reason: str) -> None:
         """Stop the VM because a device of its own failed outside an access."""
         self.exits["fault"] += 1
-        self.last_fault = Fault("device", self.cpu.pc, reason=reason)
+        self.last_fault = Fault("device", self.harts.running().cpu.pc, reason=reason)
         self.state, self.crash_reason = VMState.CRASHED, reason
         self._device_timers.clear()
 
@@ -327,7 +302,8 @@ class VM(Lifecycle, inspection.Inspection):
             if self.state != VMState.RUNNING:
                 return 0, self.last_fault
         for start, end in self.memory.shared_ranges():  # code there may have been rewritten by another VM
-            self.cpu.flush_code(start, end)
+            for hart in self.harts:
+                hart.cpu.flush_code(start, end)
         injected = sum(h.injected_total for h in self.harts)
         started = time.perf_counter()
         retired, exit_value = self.harts.run(budget, self.insns_until_event)
@@ -387,11 +363,12 @@ class VM(Lifecycle, inspection.Inspection):
     def on_violation(self, policy: str) -> None:
         self._on_violation = check_policy(policy)
 
+    # The finisher is written by whichever hart runs: only its slice can be stopped.
     def _power_off(self, code: int) -> None:
-        self.cpu.request_stop(Halt(code, "test finisher"))
+        self.harts.running().cpu.request_stop(Halt(code, "test finisher"))
 
     def _reset_requested(self) -> None:
-        self.cpu.request_stop(Reset("test finisher"))
+        self.harts.running().cpu.request_stop(Reset("test finisher"))
 
     @property
     def vm_id(self) -> int:

@@ -137,6 +137,30 @@ def rv():
     )
 
 
+# -- device trees ------------------------------------------------------------------------------
+def _dtb_differences(ours, theirs) -> set[tuple[str, str | None]]:
+    """(path, property) of every property that differs between a node of `ours` and the same node of
+    `theirs` (labvmm.fdt Nodes); (path, None) for a node of `ours` that `theirs` lacks."""
+    differences, pending = set(), [("", ours)]
+    while pending:
+        path, node = pending.pop()
+        other = theirs.find(path)
+        if other is None:
+            differences.add((path, None))
+            continue
+        for key in node.props.keys() | other.props.keys():
+            if node.props.get(key) != other.props.get(key):
+                differences.add((path or "/", key))
+        pending += [(f"{path}/{child.name}", child) for child in node.children]
+    return differences
+
+
+@pytest.fixture(scope="session")
+def dtb_differences():
+    """How a tree labvmm writes differs from another (QEMU's dump): a set of (path, property)."""
+    return _dtb_differences
+
+
 # -- a bare hart: one Vcpu on 64 KiB of RAM, recording what it reports ------------------
 @dataclass
 class Hart:

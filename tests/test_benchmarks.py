@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is a folder of the checkout, not part of the package
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench, cases, rawguest  # noqa: E402
+from benchmarks import bench, cases, harts, rawguest  # noqa: E402
 from benchmarks.bare import RAM_BASE, BareMachine, RamBuffer, run_round_robin  # noqa: E402
 from benchmarks.measure import best_of, rss_bytes  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
@@ -164,3 +164,10 @@ def test_command_line_prints_json(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["schema"] == 1 and [r["benchmark"] for r in report["rows"]] == ["MMIO exits: UART chars/s"]
     assert set(report["rows"][0]) >= {"labvmm", "reference", "ratio", "target", "met", "details"}
+
+
+def test_hart_switch_benchmark_compares_runs_that_retire_the_same_instructions():
+    """benchmarks/harts.py: one row per turn length, both sides retiring the same instructions, a positive ratio."""
+    (row,) = harts.rows(repeats=1, quanta=(101,), rounds=50)
+    assert row.details["same_instructions"] and row.details["instructions"] > 4 * 50
+    assert row.ratio > 0 and row.unit == "s"

@@ -460,7 +460,7 @@ def test_dtc_decompiles_virt_dtb_without_warnings(virt_blob: bytes) -> None:
 
 @pytest.mark.skipif(shutil.which("qemu-system-riscv64") is None,
                     reason="qemu-system-riscv64 not installed")
-def test_virt_dtb_agrees_with_qemus_own_dump(tmp_path) -> None:
+def test_virt_dtb_agrees_with_qemus_own_dump(tmp_path, dtb_differences) -> None:
     """Every node labvmm emits exists in QEMU's dumped tree with equal values, bar known choices."""
     dumped = tmp_path / "virt.dtb"
     subprocess.run(["qemu-system-riscv64", "-machine", f"virt,dumpdtb={dumped}", "-m", "16M",
@@ -472,17 +472,7 @@ def test_virt_dtb_agrees_with_qemus_own_dump(tmp_path) -> None:
     expected = {("/cpus/cpu@0", "riscv,isa"), ("/cpus/cpu@0", "mmu-type"),
                 ("/soc/plic@c000000", "riscv,ndev"),
                 ("/cpus/cpu@0/interrupt-controller", "#address-cells"), ("/chosen", "rng-seed")}
-    differences = set()
-    pending = [("", ours)]
-    while pending:
-        path, node = pending.pop()
-        theirs = qemu.find(path)
-        assert theirs is not None, f"{path} is not in QEMU's tree"
-        for key in node.props.keys() | theirs.props.keys():
-            if node.props.get(key) != theirs.props.get(key):
-                differences.add((path or "/", key))
-        pending += [(f"{path}/{c.name}", c) for c in node.children]
-    assert differences == expected
+    assert dtb_differences(ours, qemu) == expected
 
 
 @pytest.mark.parametrize("ram_size, dtb_size, expected", [

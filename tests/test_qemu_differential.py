@@ -1,7 +1,8 @@
 """Differential tests against a real machine model: QEMU's `virt` (Debian's qemu-system-misc).
 
 Every built-in M-mode guest must print the same bytes on
-`qemu-system-riscv64 -machine virt -bios none -nographic -m 16M -kernel IMAGE` as on labvmm.
+`qemu-system-riscv64 -machine virt -bios none -nographic -m 16M -kernel IMAGE` as on labvmm, and
+the guests with several harts the same on `-smp N` as on labvmm with vcpus=N (guests/smp_runs.py).
 QEMU is installed by .ci/run; in CI a missing QEMU fails these tests instead of skipping them.
 """
 
@@ -10,10 +11,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from labvmm import Host, builtin_guests
+
+GUESTS_DIR = Path(__file__).resolve().parent.parent / "guests"
+if str(GUESTS_DIR) not in sys.path:  # guests/ is a folder of the checkout, not a package
+    sys.path.insert(0, str(GUESTS_DIR))
+
+import smp_runs  # noqa: E402
 
 QEMU = "qemu-system-riscv64"
 INPUTS = {"echo": b"hello\r\x04"}
@@ -69,3 +78,15 @@ def test_param_patched_compute_matches_qemu_default_run():
     vm = host.create_vm("compute", params={"iterations": builtin_guests()["compute"].params["iterations"]})
     host.run()
     assert bytes(vm.console.data) == run_on_qemu(str(builtin_guests()["compute"].path), b"")
+
+
+@pytest.mark.parametrize("run", smp_runs.RUNS, ids=lambda run: run.name)
+def test_guest_with_several_harts_prints_the_same_on_qemu_and_labvmm(run):
+    """smp-spinlock on -smp N (harts really in parallel) and sbi-smp on OpenSBI -smp N print what labvmm prints with vcpus=N, and what was recorded."""
+    if run.on_sbi and not Path(smp_runs.OPENSBI_FW_JUMP).is_file() and not os.environ.get("CI"):
+        pytest.skip("OpenSBI's fw_jump is not installed (Debian package opensbi)")
+    host = Host(memory_mib=32)
+    vm = host.create_vm(run.guest, memory_mib=16, vcpus=run.harts)
+    host.run(max_insns=500_000_000)
+    assert (vm.state.value, vm.exit_code) == ("halted", 0), vm.report()
+    assert bytes(vm.console.data) == smp_runs.run_on_qemu(run) == run.expected_path.read_bytes()

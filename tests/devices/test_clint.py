@@ -132,3 +132,51 @@ def test_reset_returns_to_power_on_values(clint, clock):
     clint.write(MTIME, 8, 1000)
     clint.reset()
     assert (clint.read(MSIP, 4), clint.read(MTIMECMP, 8), clint.read(MTIME, 8)) == (0, NEVER, 7)
+
+
+# -- several harts: one msip word and one mtimecmp per hart (msip at 4*h, mtimecmp at 0x4000 + 8*h) ---
+@pytest.fixture
+def clint4(clock, changes) -> Clint:
+    """A CLINT of four harts; `changes` records which hart each notification names."""
+    return Clint(clock=clock, changed=changes.append, harts=4)
+
+
+def test_msip_of_hart_1_is_its_own_word(clint4, changes):
+    """msip at 0x4 is hart 1's: it raises hart 1's software interrupt only, and tells the VM it was hart 1."""
+    clint4.write(MSIP + 4, 4, 1)
+    assert [clint4.software_pending(h) for h in range(4)] == [False, True, False, False]
+    assert (clint4.read(MSIP, 4), clint4.read(MSIP + 4, 4)) == (0, 1)
+    assert changes == [1]
+
+
+def test_mtimecmp_of_hart_1_does_not_touch_hart_0s(clint4, clock, changes):
+    """mtimecmp at 0x4008 is hart 1's: hart 1's timer fires, hart 0's stays at never."""
+    clint4.write(MTIMECMP + 8, 8, 50)
+    clock.ticks = 60
+    assert [clint4.timer_pending(h) for h in range(4)] == [False, True, False, False]
+    assert clint4.read(MTIMECMP, 8) == NEVER and clint4.ticks_until_timer(0) is None
+    assert clint4.ticks_until_timer(1) == 0
+    clint4.write(MTIMECMP + 8 + 4, 4, 1)  # hart 1's high half
+    assert clint4.read(MTIMECMP + 8, 8) == (1 << 32) | 50 and not clint4.timer_pending(1)
+    assert changes == [1, 1]
+
+
+def test_registers_past_the_last_hart_are_reserved(clint4, changes):
+    """msip of hart 4 and mtimecmp of hart 4 do not exist on four harts: they read 0 and ignore writes."""
+    clint4.write(MSIP + 16, 4, 1)
+    clint4.write(MTIMECMP + 32, 8, 5)
+    assert (clint4.read(MSIP + 16, 4), clint4.read(MTIMECMP + 32, 8)) == (0, 0)
+    assert changes == [] and clint4.state.msip == [0, 0, 0, 0]
+
+
+def test_a_write_to_mtime_tells_every_hart(clint4, changes):
+    """Every hart's timer compares against the one mtime: moving it notifies harts 0..3."""
+    clint4.write(MTIME, 8, 123)
+    assert sorted(changes) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("harts", [0, 4096])
+def test_a_clint_serves_1_to_4095_harts(clock, harts):
+    """msip words must fit below mtimecmp: 0 or 4096 harts is a ValueError naming the count."""
+    with pytest.raises(ValueError, match=f"got {harts}"):
+        Clint(clock=clock, harts=harts)

@@ -217,3 +217,47 @@ def test_reset_clears_configuration_but_keeps_device_lines(plic):
     assert plic.read(PRIORITY + 40, 4) == 0
     assert plic.read(ENABLE, 4) == 0
     assert plic.read(PENDING, 4) == 1 << 10
+
+
+# -- several harts: contexts 2h (hart h's M-mode) and 2h+1 (its S-mode) --------------------------------
+def test_context_3_is_hart_1s_s_mode_and_only_it_sees_its_enables():
+    """On two harts, a source enabled for context 3 interrupts hart 1's S-mode alone; hart 0's contexts stay quiet."""
+    plic = Plic(harts=2)
+    set_priority(plic, 10, 1)
+    enable(plic, 3, 10)
+    plic.line(10)(True)
+    assert [plic.context_pending(c) for c in range(4)] == [False, False, False, True]
+    assert claim(plic, 1) == 0 and claim(plic, 3) == 10
+    complete(plic, 3, 10)
+    assert plic.context_pending(3)  # the line is still high: pending again
+
+
+def test_a_claim_by_one_hart_takes_the_source_from_the_others():
+    """Claims are global per source: once hart 1 claimed it, hart 0's context finds nothing until completion."""
+    plic = Plic(harts=2)
+    set_priority(plic, 10, 1)
+    enable(plic, S, 10)
+    enable(plic, 3, 10)
+    plic.line(10)(True)
+    assert claim(plic, 3) == 10
+    assert claim(plic, S) == 0
+    complete(plic, 3, 10)
+    assert claim(plic, S) == 10
+
+
+def test_contexts_past_the_last_hart_do_not_exist():
+    """On two harts contexts 4 and up read 0 and ignore writes (enable, threshold, claim)."""
+    plic = Plic(harts=2)
+    set_priority(plic, 10, 1)
+    plic.line(10)(True)
+    enable(plic, 4, 10)
+    threshold(plic, 4, 3)
+    assert plic.state.enable == [0, 0, 0, 0] and plic.state.threshold == [0, 0, 0, 0]
+    assert claim(plic, 4) == 0 and plic.read(CONTEXT + 4 * CONTEXT_STRIDE, 4) == 0
+
+
+@pytest.mark.parametrize("harts", [0, 513])
+def test_a_plic_serves_1_to_512_harts(harts):
+    """Two contexts per hart must fit the window's 1024: 0 or 513 harts is a ValueError naming the count."""
+    with pytest.raises(ValueError, match=f"got {harts}"):
+        Plic(harts=harts)
