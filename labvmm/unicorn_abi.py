@@ -75,6 +75,13 @@ do_interrupt = _fn("riscv_cpu_do_interrupt_riscv64", [ctypes.c_void_p], None)
 update_mip = _fn("riscv_cpu_update_mip_riscv64", [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32], ctypes.c_uint32)
 tlb_flush = _fn("tlb_flush_riscv64", [ctypes.c_void_p], None)
 tb_flush = _fn("tb_flush_riscv64", [ctypes.c_void_p], None)
+# Physical invalidation of translated code: Unicorn's own uc_ctl_remove_cache takes *virtual*
+# addresses and translates them for an instruction fetch through the current page tables,
+# which raises an instruction page fault inside a device callback when the range is data
+# under paging (measured: xv6 died so at its first exec). These take RAM offsets instead.
+RAM_ADDR_INVALID = (1 << 64) - 1
+ram_addr_from_host = _fn("qemu_ram_addr_from_host_riscv64", [ctypes.c_void_p, ctypes.c_void_p], ctypes.c_uint64)
+tb_invalidate_phys_range = _fn("tb_invalidate_phys_range_riscv64", [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64], None)
 #: CPUClass.cpu_exec_interrupt: bool (*)(CPUState *, int interrupt_request); true when an interrupt was taken.
 EXEC_INTERRUPT_FN = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_int)
 _exec_interrupt = _fn("riscv_cpu_exec_interrupt_riscv64", [ctypes.c_void_p, ctypes.c_int], ctypes.c_bool)
@@ -387,4 +394,5 @@ class CsrTable:
         cls._installed[csrno] = (original, (callback,))
 
 
-__all__ = ["Layout", "CsrTable", "InterruptTap", "PMP_CSRS", "do_interrupt", "update_mip", "tlb_flush", "tb_flush", "uc_address"]
+__all__ = ["Layout", "CsrTable", "InterruptTap", "PMP_CSRS", "do_interrupt", "update_mip", "tlb_flush", "tb_flush", "uc_address",
+           "ram_addr_from_host", "tb_invalidate_phys_range", "RAM_ADDR_INVALID"]

@@ -36,6 +36,7 @@ from unicorn import riscv_const as rc
 
 from .errors import VcpuError
 from .exits import BudgetDone, Fault, Hypercall, Idle, Mmio, Preempted, Trap
+from .unicorn_abi import (RAM_ADDR_INVALID, ram_addr_from_host, tb_invalidate_phys_range)
 from .unicorn_abi import PMP_CSRS, CsrTable, InterruptTap, Layout, do_interrupt, tb_flush, tlb_flush, u64, uc_address, update_mip
 
 PRIV_U, PRIV_S, PRIV_M = 0, 1, 3
@@ -146,6 +147,7 @@ class Vcpu:
         for csrno in PMP_CSRS:
             CsrTable.flush_after_write(csrno)
         self._callbacks: list[object] = []  # Unicorn keeps no Python references itself
+        self._ram_maps: dict[int, tuple[int, int]] = {}  # guest-physical start -> (host address, size)
         self._stop_exit: object | None = None
         self._access_fault: Fault | None = None  # the first bad access of this slice
         self._running = False
@@ -179,6 +181,7 @@ class Vcpu:
     def map_ram(self, guest_addr: int, host_addr: int, size: int) -> None:
         """Map `size` bytes of host memory at `guest_addr` (read, write, execute)."""
         self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_ALL, host_addr)
+        self._ram_maps[guest_addr] = (host_addr, size)
 
     def map_mmio(self, base: int, size: int) -> None:
         """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits."""
@@ -215,8 +218,23 @@ class Vcpu:
         if size <= 0 or covered != size:
             raise VcpuError(f"guest range 0x{guest_addr:x}+0x{size:x} is not all mapped RAM")
         self._uc.mem_unmap(guest_addr, size)
+        self._forget_maps(guest_addr, size)
         self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_ALL, host_addr)
+        self._ram_maps[guest_addr] = (host_addr, size)
         self.flush_code(guest_addr, guest_addr + size)
+
+    def _forget_maps(self, guest_addr: int, size: int) -> None:
+        """Cut [guest_addr, +size) out of the RAM mappings this hart knows (as mem_unmap split them)."""
+        end = guest_addr + size
+        for start, (host, length) in list(self._ram_maps.items()):
+            stop = start + length
+            if stop <= guest_addr or start >= end:
+                continue
+            del self._ram_maps[start]
+            if start < guest_addr:
+                self._ram_maps[start] = (host, guest_addr - start)
+            if stop > end:
+                self._ram_maps[end] = (host + (end - start), stop - end)
 
     def read_memory(self, addr: int, size: int) -> bytes | None:
         """Bytes at guest-physical `addr`, or None where nothing is mapped."""
@@ -230,8 +248,16 @@ class Vcpu:
 
         By the VMM, a device's DMA, or another VM through a shared page: translated code is
         cached per Unicorn instance, and a store from another instance does not invalidate it.
+        The range is guest-physical and the invalidation goes by the engine's RAM offsets (never
+        through the guest's page tables), so it is safe from inside a device callback.
         """
-        self._uc.ctl_remove_cache(start, end)
+        uc = uc_address(self._uc)
+        for guest, (host, size) in self._ram_maps.items():
+            lo, hi = max(start, guest), min(end, guest + size)
+            if lo < hi:
+                ram = ram_addr_from_host(uc, host + (lo - guest))
+                if ram != RAM_ADDR_INVALID:
+                    tb_invalidate_phys_range(uc, ram, ram + (hi - lo))
 
     def flush_all_code(self) -> None:
         """Drop every translation this hart cached (another hart of the VM may have written code)."""
