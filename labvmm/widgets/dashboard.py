@@ -154,9 +154,11 @@ class Dashboard(widgets.VBox):
             "zoom in, down to single frames, or pick a VM to zoom to.")), self.memory],
             layout=widgets.Layout(min_width="0"))
         memory_box.add_class("labvmm-panel")
+        memory_box.add_class("labvmm-memory-panel")  # its hexdump tooltip may reach past the panel
         intro = widgets.HTML(
             # CSS containment: a redraw inside one panel lays out and paints only that panel.
-            "<style>.labvmm-panel{contain:layout paint;min-width:0;}</style>"
+            "<style>.labvmm-panel{contain:layout paint;min-width:0;}"
+            ".labvmm-panel.labvmm-memory-panel{contain:layout;position:relative;z-index:2;}</style>"
             "<h3 style='margin:2px 0'>labvmm: a hypervisor at work</h3>"
             "Each guest below is a virtual machine: its own RISC-V CPU, RAM taken from the host's pool, "
             "and devices the VMM emulates. Press <b>Run</b>, then change a weight in <i>Resource "

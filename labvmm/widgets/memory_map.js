@@ -5,11 +5,12 @@
 // [view_first, view_first + view_count) through a colour table. The grid's layout follows
 // memory_map.grid_layout (Python) exactly: a power-of-two number of columns near the square
 // root of the frames shown, whole-pixel cells from 1 to MAX_CELL pixels. Shared and dirty
-// frames are hatched or outlined when cells are big enough, and get a 3 x 3 pixel marker on
-// top when they are not, so they show at any zoom. VM names are an HTML layer over the
+// frames are hatched and outlined when cells are big enough, and get a 5 x 5 pixel marker
+// on top when they are not, so they show at any zoom. VM names are an HTML layer over the
 // canvas (the canvas itself holds only frame colours).
 
-const TARGET_WIDTH = 512, MAX_CELL = 64, MARKER = 3;
+const TARGET_WIDTH = 512, MAX_CELL = 64;
+const MARK_BELOW = 8, MARKER = 5;  // cells smaller than 8 px get a 5 x 5 px marker: hatching would not show
 const PINNED_NOTE = "pinned: click the grid again to follow the mouse";
 
 function hexToRgba(hex) {
@@ -110,27 +111,30 @@ function render({ model, el }) {
       const colour = lut.get(codes[f]) ?? unknown;
       const x0 = (i % columns) * cell, y0 = Math.floor(i / columns) * cell;
       const isDirty = bit(dirty, f), isShared = bit(shared, f);
-      if ((isDirty || isShared) && cell < 4) marks.push([x0, y0, isShared]);
+      const small = cell < MARK_BELOW;
+      if ((isDirty || isShared) && small) marks.push([x0, y0, isShared]);
       for (let dy = 0; dy < cell; dy++) {
         let p = (y0 + dy) * width + x0;
         for (let dx = 0; dx < cell; dx++, p++) {
           let c = colour;
-          if (cell >= 4) {
-            if (isShared && (dx + dy) % 3 === 0) c = hatch;  // hatched: one frame in two VMs
-            if (isDirty && (dx === 0 || dy === 0 || dx === cell - 1 || dy === cell - 1)) c = outline;
+          if (!small && (isShared || isDirty)) {
+            const edge = dx === 0 || dy === 0 || dx === cell - 1 || dy === cell - 1;
+            if (isShared && (dx + dy) % 4 < 2) c = hatch;  // hatched: one frame in two VMs
+            if (edge) c = isShared ? black : outline;
           }
           px[p] = c;
         }
       }
     }
-    // Frames too small to hatch: a 3 x 3 marker centred on the cell, drawn over its neighbours.
+    // Frames too small to hatch: a marker centred on the cell, drawn over its neighbours:
+    // white with a black ring for a shared frame, dark for a dirty one.
     for (const [x0, y0, isShared] of marks) {
-      const cx = x0 + (cell >> 1) - 1, cy = y0 + (cell >> 1) - 1;
+      const cx = x0 + (cell >> 1) - (MARKER >> 1), cy = y0 + (cell >> 1) - (MARKER >> 1);
       for (let dy = 0; dy < MARKER; dy++) {
         for (let dx = 0; dx < MARKER; dx++) {
           const x = cx + dx, y = cy + dy;
           if (x < 0 || y < 0 || x >= width || y >= canvas.height) continue;
-          const edge = dx !== 1 || dy !== 1;
+          const edge = dx === 0 || dy === 0 || dx === MARKER - 1 || dy === MARKER - 1;
           px[y * width + x] = isShared ? (edge ? black : hatch) : outline;
         }
       }

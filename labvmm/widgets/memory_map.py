@@ -20,7 +20,7 @@ directly (do not run it in another thread meanwhile).
 
 Frames mapped into more than one VM (when the pool reports them: `FramePool.shared_mask`)
 are hatched in white over their owner's colour, with their own legend entry; dirty frames
-are outlined. Where a frame is smaller than 4 pixels, both get a 3 x 3 pixel marker on top,
+are outlined. Where a frame is smaller than 8 pixels, both get a 5 x 5 pixel marker on top,
 so one shared frame among 65,536 still shows.
 
 The map zooms: to one VM's frames, to a range of frames or of host addresses, down to single

@@ -169,10 +169,12 @@ class Panel(widgets.VBox):
         with self._draw_lock:
             if snap.version < self._shown_version:
                 return False  # an older snapshot (another thread drew a newer one meanwhile)
-            self._force_charts = charts
+            # The first picture after this panel's own action (a slider) shows it at once, charts included.
+            urgent = self.urgent(snap)
+            self._force_charts = charts or urgent
             try:
                 self._shown_version = snap.version
-                if self._urgent_version is not None and snap.version >= self._urgent_version:
+                if urgent:
                     self._urgent_version = None
                 self._pending = False
                 self.update(snap)

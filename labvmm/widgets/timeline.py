@@ -38,8 +38,8 @@ class TimelinePanel(Panel):
     explanation = (
         "one lane per VM; a coloured bar is a slice in which that VM had the CPU (one quantum, or less "
         "when it blocked or was preempted). Zoomed out, a bar's height is how much of that moment the VM "
-        "ran. Gaps are idle time. <span style='color:#d00000'>Red</span> lines mark alarms, black ones "
-        "isolation events. Scroll over the chart to zoom, drag to move in time, double-click to follow the run."
+        "ran. Gaps are idle time. <span style='color:#d00000'>Red</span> and <span style='color:#e0b000'>yellow"
+        "</span> lines mark alarms (critical, warning), black ones isolation events. Scroll over the chart to zoom, drag to move in time, double-click to follow the run."
     )
 
     def __init__(self, host, runner=None, span_insns: int | None = SPAN_INSNS) -> None:

@@ -40,9 +40,10 @@ def state_text(state: str, runner_state: str | None) -> str:
 def alarm_html(alarm: str, state: str) -> str:
     """An alarm cell: a coloured dot and the level; greyed and marked frozen once the VM has stopped for good."""
     if state in ("halted", "crashed", "destroyed"):
-        level = "none" if alarm == "green" else f"{alarm} when it stopped"
-        return f"<span style='color:{MUTED}'>&#9675; {level} (VM {state}: not monitored)</span>"
-    return f"<span style='color:{ALARM_DOTS.get(alarm, '#555')}'>&#9679;</span> {alarm}"
+        level = "off" if alarm == "green" else f"{alarm}, frozen"
+        return (f"<span style='color:{MUTED};white-space:nowrap' title='alarms are not judged on a VM that has "
+                f"stopped for good'>&#9675; {level} ({state})</span>")
+    return f"<span style='white-space:nowrap'><span style='color:{ALARM_DOTS.get(alarm, '#555')}'>&#9679;</span> {alarm}</span>"
 
 
 class VMsPanel(Panel):
@@ -201,7 +202,7 @@ class VMsPanel(Panel):
             f"virtual time {snap.virtual_seconds:.3f} s ({snap.clock:,} instructions)",
             f"policy {html.escape(snap.policy)}, quantum {snap.quantum:,}, pace {pace}",
         ]
-        if snap.guest_ips:
+        if snap.guest_ips and state == "running":  # a rate is only news while it runs
             parts.append(f"guests retire {snap.guest_ips / 1e6:.0f} M instructions per wall second")
         text = " &middot; ".join(parts)
         if snap.error:
@@ -248,7 +249,7 @@ class VMsPanel(Panel):
     def summary(self, snap) -> str:
         lines = [f"{self.title}: virtual time {snap.virtual_seconds:.3f} s, policy {snap.policy}, runner {snap.runner_state}"]
         for v in snap.vms.values():
-            alarm = v.alarm if not v.finished else ("none" if v.alarm == "green" else f"{v.alarm} when it stopped")
+            alarm = v.alarm if not v.finished else ("off" if v.alarm == "green" else f"{v.alarm}, frozen")
             lines.append(
                 f"  {v.name:<16} {state_text(v.state, self._runner_state(snap)):<8} share {percent(v.cpu_share):>6} "
                 f"(target {percent(v.target_share)}) {v.instructions:>14,} insns  {v.memory_mib:g} MiB  alarm {alarm}"

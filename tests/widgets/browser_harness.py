@@ -66,6 +66,16 @@ class Lab:
     def connection_file(self) -> Path:
         return self.runtime_dir / f"kernel-{self.session['kernel']['id']}.json"
 
+    def refresh_session(self) -> dict:
+        """Read the notebook's session again (JupyterLab may have given it another kernel); returns it."""
+        request = urllib.request.Request(f"{self.base}/api/sessions", headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            sessions = json.loads(reply.read())
+        mine = [s for s in sessions if s["path"] == self.session["path"]]
+        if mine:
+            self.session = mine[0]
+        return self.session
+
 
 @contextlib.contextmanager
 def jupyterlab(workdir: Path, notebook: Path):
@@ -166,7 +176,12 @@ def open_and_run_all(page, url: str, sidebar: bool = False) -> None:
     """
     page.goto(url)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()  # kernel started
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    idle.wait_for()  # kernel started
+    # JupyterLab now and then swaps the kernel a moment after it first shows idle, and drops the
+    # cells Run All queued on the first one: give it that moment (run_to_the_end recovers if not).
+    page.wait_for_timeout(2_000)
+    idle.wait_for()
     browser = page.locator(".jp-FileBrowser")
     if browser.is_visible() != sidebar:
         page.keyboard.press("Control+b")  # View > Show Left Sidebar

@@ -55,7 +55,8 @@ _pixels = {{(FREE_COLOR if i < 0 else vm_color(int(i))): int(n) * _cell * _cell 
 _b = host.vm("b")
 print("{PROBE_MARK}", json.dumps({{"width": _columns * _cell, "height": _rows * _cell, "pixels": _pixels,
       "names": {{vm_color(vm.id): vm.name for vm in host.vms.values()}}, "columns": _columns, "cell": _cell,
-      "b": {{"id": _b.id, "frame": _b.memory.runs[0].first_frame, "guest_address": _b.memory.runs[0].guest_addr}}}}))
+      "b": {{"id": _b.id, "frame": _b.memory.runs[0].first_frame, "guest_address": _b.memory.runs[0].guest_addr,
+             "frames": sum(r.frames for r in _b.memory.runs), "grid": grid_layout(sum(r.frames for r in _b.memory.runs))}}}}))
 """
 # Counted in the page: every pixel of the memory map's canvas by colour.
 COUNT_PIXELS = """(canvas) => {
@@ -130,6 +131,28 @@ def check_dashboard(page, url: str) -> None:
     text = wait_for(info.inner_text, lambda t: f"frame {b['frame']}: b (VM {b['id']})" in t, 30, "the page under the mouse")
     assert f"guest address {address}" in text
     assert f"\n{b['guest_address']:#010x}  " in text  # the hexdump starts at that page
+    cursor = (box["x"] + (column + 0.5) * expected["cell"] * scale,
+              box["y"] + (row + 0.5) * expected["cell"] * scale)
+    near = info.bounding_box()
+    gap_x = max(near["x"] - cursor[0], cursor[0] - (near["x"] + near["width"]), 0)
+    gap_y = max(near["y"] - cursor[1], cursor[1] - (near["y"] + near["height"]), 0)
+    assert gap_x < 40 and gap_y < 40, f"the hexdump is not beside the cursor: {near} vs {cursor}"
+
+    # Zoom to b from the map's menu: the canvas shows b's frames alone, in the layout grid_layout gives.
+    menu = page.locator(".labvmm-memory-map .labvmm-mm-bar select")
+    menu.select_option(value=f"{b['frame']}-{b['frame'] + b['frames'] - 1}")
+    columns, rows, cell = b["grid"]
+    b_pixels = {vm_color_of(expected, "b"): b["frames"] * cell * cell}
+    wait_for(lambda: canvas.evaluate(COUNT_PIXELS)["counts"], lambda c: c == b_pixels, 30, "the canvas zoomed to b")
+    # The wheel over the map zooms in further (half the frames), down towards single frames.
+    view = page.locator(".labvmm-memory-map .labvmm-mm-view")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    half = wait_for(view.inner_text, lambda t: _frames_shown(t) == b["frames"] // 2, 30, "the view after a wheel zoom")
+    assert "px a frame" in half
+    menu.select_option(value="all")
+    wait_for(lambda: canvas.evaluate(COUNT_PIXELS)["counts"], lambda c: c == expected["pixels"], 30, "the whole pool again")
 
     # The register view changes while the VMs run.
     registers = page.locator(".widget-html", has_text=PC_LINE).first
@@ -155,6 +178,17 @@ def check_dashboard(page, url: str) -> None:
     dashboard = page.locator(".jp-OutputArea-output").filter(has=canvas)
     dashboard.evaluate("(el) => el.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(SCREENSHOT), clip=dashboard.bounding_box())
+
+
+def vm_color_of(expected: dict, name: str) -> str:
+    """The colour the probe gave VM `name`."""
+    return next(color for color, vm in expected["names"].items() if vm == name)
+
+
+def _frames_shown(view_line: str) -> int | None:
+    """How many frames the memory map's view line says it shows ("frames 4096-12287 (host ...")."""
+    found = re.search(r"frames (\d+)-(\d+)", view_line)
+    return int(found.group(2)) - int(found.group(1)) + 1 if found else None
 
 
 def _share(text: str, name: str) -> float | None:

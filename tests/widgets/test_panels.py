@@ -289,3 +289,20 @@ def test_static_fallbacks_carry_text_and_png(lab_host, runner, make, picture):
     assert ("image/png" in bundle) == picture
     if picture:
         assert bundle["image/png"].startswith(PNG)
+
+
+def test_a_slider_change_redraws_the_chart_at_once(monkeypatch):
+    """The first tick after a weight took effect draws the chart, its new target step included, whatever the chart rate."""
+    monkeypatch.setattr(panel_module, "CHART_INTERVAL", 10**9)
+    host = _two_computes()
+    runner = Runner(host, chunk_insns=1_000_000)
+    panel = AllocationPanel(host, runner)
+    runner.step(10_000_000)
+    panel.tick()
+    first = bytes(panel.chart.value)
+    runner.step(1_000_000)
+    panel.tick()
+    assert bytes(panel.chart.value) == first  # a tick within the interval keeps the chart
+    panel.sliders[("a", "weight")].value = 1024
+    panel.tick()
+    assert bytes(panel.chart.value) != first and panel.info.end_insns == host.clock
