@@ -33,7 +33,8 @@ class AllocationPanel(Panel):
 
     Args:
         host: the labvmm Host.
-        runner: the Runner to act through (default: a new one on `host`).
+        runner: the Runner to act through (default: the host's current one, Runner.for_host).
+        window: how much of the past the chart shows: "20 s wall", "0.5 s virtual", ... (ChartWindow).
     """
 
     title = "Resource allocation"

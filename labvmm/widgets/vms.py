@@ -51,7 +51,7 @@ class VMsPanel(Panel):
 
     Args:
         host: the labvmm Host.
-        runner: the Runner to act through (default: a new one on `host`).
+        runner: the Runner to act through (default: the host's current one, Runner.for_host).
     """
 
     title = "Virtual machines"
