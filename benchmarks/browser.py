@@ -18,8 +18,8 @@ Run > Run All Cells, then measures:
 - **button latency**, in the page: from a click on the host's Pause button until the
   status line reads "runner: paused", and from Run until "runner: running"; `--clicks` times
   each;
-- **slider latency**: from the Enter that commits a new value typed into vm0's weight slider
-  (1024, then back to 256, ...) until the allocation panel's legend shows vm0's new target
+- **slider latency**: from the Enter that commits a new value typed into the number box of
+  vm0's weight slider (1024, then back to 256, ...) until the allocation panel's legend shows vm0's new target
   share; `--clicks` times;
 - **guest throughput**, in the kernel (a client on the notebook's own kernel): guest
   instructions retired per wall second over `--seconds` while the dashboard is live in the
@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 import nbformat  # noqa: E402
 
-from browser_harness import chromium, jupyterlab, open_and_run_all, wait_or_run_all_again  # noqa: E402
+from browser_harness import chromium, jupyterlab, open_and_run_all, run_to_the_end, wait_or_run_all_again  # noqa: E402
 
 READY = "LABVMM-BENCH-READY"
 RESULT = "LABVMM-BENCH-RESULT"
@@ -250,6 +250,8 @@ def make_notebook(path: Path, vms: int, iterations: int, panel_hz: float | None 
             vms=vms, iterations=iterations, panel_arg="" if panel_hz is None else f", panel_hz={panel_hz}")),
         nbformat.v4.new_code_cell(READY_CELL),
     ]
+    # As the course notebooks: with a kernelspec, JupyterLab joins the session's kernel rather than choosing one.
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
 
 
@@ -344,11 +346,10 @@ def measure(page, kernel: Kernel, args) -> dict:
         time.sleep(0.3)
 
     # (c): vm0's weight slider -> vm0's new target share in the allocation legend.
-    legend = page.locator(".widget-html", has_text=re.compile(r"\(target")).filter(has_text="last 3 virtual seconds").first
+    legend = page.locator(".widget-html", has_text=re.compile(r"\(target")).filter(has_text="newest on the right").first
     legend_el = legend.element_handle()
-    rows = page.locator(".widget-hbox:has(> .widget-slider)")
-    row = rows.filter(has=page.locator(".widget-html", has_text=re.compile(r"^\W*vm0$")))
-    readout = row.locator(".widget-slider", has_text="weight").locator(".widget-readout")
+    row = page.locator(".labvmm-param-row").filter(has=page.locator(".widget-html", has_text=re.compile(r"^\W*vm0$")))
+    readout = row.locator(".labvmm-param", has_text="weight").locator(".labvmm-param-box input")  # the number box
     readout.wait_for(timeout=20_000)
     others = (args.vms - 1) * BASE_WEIGHT
     slid = []
@@ -445,6 +446,8 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 open_and_run_all(page, lab.url)
                 print("Run All sent", file=sys.stderr)
+                run_to_the_end(page, page.locator(".jp-OutputArea-output", has_text=READY), timeout=300)
+                lab.refresh_session()  # the kernel the page runs (a restart may have replaced it)
                 kernel = Kernel(lab.connection_file)
                 result = measure(page, kernel, args)
             finally:

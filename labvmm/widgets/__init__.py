@@ -6,6 +6,8 @@
 Every panel also works on its own (`VMsPanel(host)`, `RegistersPanel(vm)`, ...). Panels read
 plain snapshots that a `Runner` takes between chunks of guest time and act through its
 command queue; the core (everything outside this package) never imports a widget library.
+`panel.refresh()` redraws everything from the host as it is now; a `Refresher` keeps panels
+live; when a runner stops, every panel on it shows its last state.
 """
 
 import logging
@@ -19,6 +21,7 @@ from .registers import RegistersPanel
 from .runner import Runner, Snapshot, VmView
 from .timeline import TimelinePanel
 from .vms import VMsPanel
+from .window import ChartWindow
 
 # A library logs, the application decides where it goes: without this, Python's last-resort
 # handler would write the runner's warnings to stderr, i.e. into whatever cell runs.
@@ -36,4 +39,5 @@ __all__ = [
     "IsolationPanel",
     "ConsolePanel",
     "TimelinePanel",
+    "ChartWindow",
 ]

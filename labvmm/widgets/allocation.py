@@ -1,4 +1,10 @@
-"""The allocation panel: who gets the CPU over time, who owns memory, and sliders to change it."""
+"""The allocation panel: who gets the CPU over time, who owns memory, and sliders to change it.
+
+The chart covers a window of wall time by default (`window="20 s wall"`: what ran in the
+last 20 seconds you watched), so a changed weight shows as a step that moves across the
+chart, not as a jump; `window="0.5 s virtual"` shows a span of virtual time instead
+(labvmm.widgets.window). Each slider has a number box beside it for exact values.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,13 @@ import html
 
 import ipywidgets as widgets
 
-from .charts import draw_shares, figure_png, png_bytes, share_raster, vm_color
+from .charts import draw_shares, figure_png, png_bytes, share_chart
+from .palette import vm_color
 from .panel import Panel, percent, source_for
+from .window import ChartWindow
+
+DEFAULT_WINDOW = "20 s wall"
+WIDTH_PX = 600
 
 #: The slider each policy offers per VM: (parameter, minimum, maximum, what it means).
 SLIDERS = {
@@ -22,24 +33,29 @@ class AllocationPanel(Panel):
 
     Args:
         host: the labvmm Host.
-        runner: the Runner to act through (default: a new one on `host`).
+        runner: the Runner to act through (default: the host's current one, Runner.for_host).
+        window: how much of the past the chart shows: "20 s wall", "0.5 s virtual", ... (ChartWindow).
     """
 
     title = "Resource allocation"
     explanation = (
-        "the stacked bands are each VM's share of the one host CPU per 10 virtual ms (white: idle), "
-        "dashed dark lines the share its scheduling policy aims for. Move a slider and watch the band "
-        "follow (policies credit and shares; pick one in the VMs panel)."
+        "the stacked bands are each VM's share of the one host CPU (white: idle) over virtual time, "
+        "dashed dark lines the share its scheduling policy aims for. Move a slider or type a value and "
+        "watch the band follow (policies credit and shares; pick one in the VMs panel)."
     )
 
-    def __init__(self, host, runner=None) -> None:
+    def __init__(self, host, runner=None, window: str | ChartWindow = DEFAULT_WINDOW) -> None:
         source = source_for(runner, host)
         self.host = host
+        self.window = ChartWindow.parse(window)
+        self.info = None  # the ChartInfo of the last chart
         self.legend = widgets.HTML()
-        self.chart = widgets.Image(format="png", layout=widgets.Layout(width="600px", height="200px"))
+        self.chart = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width=f"{WIDTH_PX}px",
+                                                                      height="auto"))
         self.memory = widgets.HTML()
         self.sliders_box = widgets.VBox()
         self.sliders: dict[tuple[str, str], widgets.IntSlider] = {}  # (vm, parameter) -> slider
+        self.boxes: dict[tuple[str, str], widgets.BoundedIntText] = {}  # the number box beside each slider
         self._slider_key: tuple = ()
         self._syncing = False
         # (vm, parameter) -> snapshot version from which a value set on a slider shows;
@@ -65,6 +81,7 @@ class AllocationPanel(Panel):
             return
         self._slider_key = key
         self.sliders = {}
+        self.boxes = {}
         specs = SLIDERS.get(snap.policy)
         if specs is None:
             self.sliders_box.children = [widgets.HTML(
@@ -74,15 +91,27 @@ class AllocationPanel(Panel):
         rows = []
         for name, view in snap.vms.items():
             row = [widgets.HTML(f"<span style='color:{vm_color(view.id)}'>&#9632;</span> {html.escape(name)}",
-                                layout=widgets.Layout(width="140px"))]
+                                layout=widgets.Layout(min_width="90px", flex="0 0 auto"))]
             for parameter, lo, hi, tip in specs:
-                slider = widgets.IntSlider(value=int(view.scheduling.get(parameter, lo)), min=lo, max=hi,
-                                           description=parameter, continuous_update=False, tooltip=tip,
-                                           layout=widgets.Layout(width="300px"), style={"description_width": "50px"})
+                value = view.scheduling.get(parameter)
+                value = min(max(value, lo), hi) if isinstance(value, int) and not isinstance(value, bool) else lo
+                slider = widgets.IntSlider(value=value, min=lo, max=hi, continuous_update=False, readout=False,
+                                           tooltip=tip, layout=widgets.Layout(flex="1 1 140px", min_width="120px"))
+                box = widgets.BoundedIntText(value=value, min=lo, max=hi, tooltip=tip,
+                                             layout=widgets.Layout(width="78px", flex="0 0 auto"))
+                box.add_class("labvmm-param-box")
+                widgets.link((slider, "value"), (box, "value"))
                 slider.observe(lambda ch, n=name, p=parameter: self._slider_changed(ch, n, p), "value")
                 self.sliders[(name, parameter)] = slider
-                row.append(slider)
-            rows.append(widgets.HBox(row))
+                self.boxes[(name, parameter)] = box
+                label = widgets.Label(parameter, tooltip=tip, layout=widgets.Layout(flex="0 0 auto"))
+                group = widgets.HBox([label, slider, box], layout=widgets.Layout(flex="1 1 260px", min_width="0",
+                                                                                  align_items="center"))
+                group.add_class("labvmm-param")
+                row.append(group)
+            line = widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="100%"))
+            line.add_class("labvmm-param-row")
+            rows.append(line)
         self.sliders_box.children = rows
 
     def _sync_sliders(self, snap) -> None:
@@ -105,14 +134,18 @@ class AllocationPanel(Panel):
     def update(self, snap) -> None:
         self._build_sliders(snap)
         self._sync_sliders(snap)
-        ids = {name: v.id for name, v in snap.vms.items()}
-        if self.chart_due():
-            self.chart.value = png_bytes(share_raster(snap.samples, ids))
+        if self.chart_due(snap):
+            ids = {name: v.id for name, v in snap.vms.items()}
+            start = self.window.start_insns(snap.clock, snap.trace)
+            image, self.info = share_chart(snap.samples, ids, start, max(snap.clock, start + 1), width=WIDTH_PX)
+            self.chart.value = png_bytes(image)
+        span = (f"what ran in the last {self.window.seconds:g} s of wall time" if self.window.clock == "wall"
+                else f"the last {self.window.seconds:g} virtual s")
         self.legend.value = " ".join(
             f"<span style='color:{vm_color(v.id)}'>&#9632;</span> {html.escape(v.name)} "
             f"{percent(v.cpu_share)} (target {percent(v.target_share)})&nbsp;&nbsp;"
             for v in snap.vms.values()
-        ) + "<br><small>last 3 virtual seconds, newest on the right; grid lines at 25/50/75 %</small>"
+        ) + f"<br><small>CPU share over {span}, newest on the right (window={str(self.window)!r})</small>"
         total = snap.memory.get("total_frames", 0) or 1
         free = snap.memory.get("free_frames", 0)
         bars = "".join(
@@ -137,5 +170,5 @@ class AllocationPanel(Panel):
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(7, 2.6), dpi=80, layout="constrained")
-        draw_shares(fig.add_subplot(), snap)
+        draw_shares(fig.add_subplot(), snap, self.window.start_insns(snap.clock, snap.trace))
         return figure_png(fig)

@@ -24,6 +24,7 @@ import ipywidgets as widgets
 
 from ..errors import ConfigError
 from .allocation import AllocationPanel
+from .allocation import DEFAULT_WINDOW
 from .charts import draw_memory, draw_shares, draw_timeline, figure_png, ownership_raster, png_bytes
 from .console import ConsolePanel
 from .isolation import IsolationPanel
@@ -31,8 +32,9 @@ from .panel import Panel, RunnerSource, header
 from .refresh import DEFAULT_HZ, Refresher
 from .registers import RegistersPanel
 from .runner import DEFAULT_CHUNK_INSNS, Runner
-from .timeline import TimelinePanel
+from .timeline import SPAN_INSNS, TimelinePanel
 from .vms import VMsPanel
+from .window import ChartWindow
 
 log = logging.getLogger(__name__)
 #: Seconds between two full redraws of the panels (10 a second) by default: every redraw
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 #: time (benchmarks/browser.py measures it). The VMs panel's status line (virtual time, guest
 #: instructions per second) follows every tick of the refresh loop.
 SLOW_INTERVAL = 1 / 3
+#: The panels' grid: as many columns of at least 540 px (enough for the registers' three
+#: columns of 26 characters) as fit, each at most the whole width; one column when narrower.
+GRID_COLUMNS = "repeat(auto-fit, minmax(min(100%, 540px), 1fr))"
 _LIVE: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
 _AT_EXIT = []  # [True] once _stop_all is registered
 
@@ -84,7 +89,7 @@ class MemoryPanel(Panel):
         super().__init__(RunnerSource(runner), [self.image])
 
     def update(self, snap) -> None:
-        if snap.owners is not None and self.chart_due():
+        if snap.owners is not None and self.chart_due(snap):
             self.image.value = png_bytes(ownership_raster(snap.owners))
 
 
@@ -104,7 +109,11 @@ class Dashboard(widgets.VBox):
     The VMs panel's status line redraws at every tick of the refresh loop; the panels 3
     times a second (SLOW_INTERVAL), all in the same tick; charts once a second, the memory map when
     the pool changed, and a panel whose button or slider was used redraws as soon as the
-    runner has applied it.
+    runner has applied it. `refresh()`, and the runner stopping, redraw everything at once.
+    The panels sit in a grid that puts two side by side where there is room for both and
+    one under the other where there is not (JupyterLab with its file browser open at 1280
+    pixels), so no panel is ever cut off. Running the cell again stops this dashboard's run
+    (one live runner per host: labvmm.widgets.runner).
 
     Args:
         host: the labvmm Host.
@@ -112,15 +121,20 @@ class Dashboard(widgets.VBox):
         hz: most redraws per second (the status line's rate).
         panel_hz: full redraws of the panels per second (default 1 / SLOW_INTERVAL = 3); lower
             it on a small machine to leave the guests more CPU.
+        pace: virtual seconds per wall second (None: as fast as the guests go); also a menu
+            in the VMs panel.
+        window: the CPU-share chart's window, e.g. "20 s wall" or "0.5 s virtual".
+        span_insns: virtual time the timeline shows (None: the whole run kept).
     """
 
     def __init__(self, host, chunk_insns: int = DEFAULT_CHUNK_INSNS, hz: float = DEFAULT_HZ,
-                 panel_hz: float | None = None) -> None:
+                 panel_hz: float | None = None, pace: float | None = None,
+                 window: str | ChartWindow = DEFAULT_WINDOW, span_insns: int | None = SPAN_INSNS) -> None:
         if panel_hz is not None and not 0 < panel_hz <= hz:
             raise ConfigError(f"panel_hz must be in (0, hz={hz}], got {panel_hz!r}")
         self.panel_interval = 1.0 / panel_hz if panel_hz is not None else None
         self.host = host
-        self.runner = Runner(host, chunk_insns=chunk_insns, snapshot_hz=hz)
+        self.runner = Runner(host, chunk_insns=chunk_insns, snapshot_hz=hz, pace=pace)  # stops the host's previous one
         self.refresher = Refresher(self._tick, hz)
         self.runner.listeners.append(self.refresher.kick)  # a command took effect: show it now
         self._last_slow = float("-inf")
@@ -129,34 +143,36 @@ class Dashboard(widgets.VBox):
         self.vms = VMsPanel(host, self.runner)
         self.registers = RegistersPanel(first, self.runner)
         self.console = ConsolePanel(first, self.runner)
-        self.allocation = AllocationPanel(host, self.runner)
+        self.allocation = AllocationPanel(host, self.runner, window=window)
         self.isolation = IsolationPanel(host, self.runner)
-        self.timeline = TimelinePanel(host, self.runner)
+        self.timeline = TimelinePanel(host, self.runner, span_insns=span_insns)
         self.memory = _memory_view(host, self.runner)
         self.panels = [self.vms, self.registers, self.console, self.allocation, self.isolation, self.timeline]
         memory_box = widgets.VBox([header("Host memory", (
             "each cell is one 4 KiB frame of the host's pool, coloured by the VM that owns it, grey when "
-            "free. A VM can only ever reach its own frames. Point at a cell to see the page.")), self.memory])
-        half = widgets.Layout(width="50%", padding="4px")
+            "free. A VM can only ever reach its own frames. Point at a cell to see the page; scroll to "
+            "zoom in, down to single frames, or pick a VM to zoom to.")), self.memory],
+            layout=widgets.Layout(min_width="0"))
+        memory_box.add_class("labvmm-panel")
+        memory_box.add_class("labvmm-memory-panel")  # its hexdump tooltip may reach past the panel
         intro = widgets.HTML(
             # CSS containment: a redraw inside one panel lays out and paints only that panel.
-            "<style>.labvmm-panel{contain:layout paint;}</style>"
+            "<style>.labvmm-panel{contain:layout paint;min-width:0;}"
+            ".labvmm-panel.labvmm-memory-panel{contain:layout;position:relative;z-index:2;}</style>"
             "<h3 style='margin:2px 0'>labvmm: a hypervisor at work</h3>"
             "Each guest below is a virtual machine: its own RISC-V CPU, RAM taken from the host's pool, "
             "and devices the VMM emulates. Press <b>Run</b>, then change a weight in <i>Resource "
             "allocation</i>; choose a VM in the second row to see its registers and console. "
-            "Virtual time counts guest instructions (100 million = 1 virtual second)."
+            "Virtual time counts guest instructions (100 million = 1 virtual second); slow it down "
+            "with <i>pace</i> to watch a change happen."
         )
-        super().__init__([
-            intro,
-            self.vms,
-            widgets.HBox([widgets.Box([self.registers], layout=half), widgets.Box([memory_box], layout=half)]),
-            widgets.HBox([widgets.Box([self.allocation], layout=half), widgets.Box([self.timeline], layout=half)]),
-            widgets.HBox([widgets.Box([self.isolation], layout=half), widgets.Box([self.console], layout=half)]),
-        ])
-        for box in (self.vms.status, self.vms.table, self.registers, memory_box, self.allocation, self.timeline,
-                    self.isolation, self.console):
-            box.add_class("labvmm-panel")
+        grid = widgets.GridBox(
+            [self.registers, memory_box, self.allocation, self.timeline, self.isolation, self.console],
+            layout=widgets.Layout(grid_template_columns=GRID_COLUMNS, grid_gap="10px 16px", width="100%"))
+        grid.add_class("labvmm-grid")
+        super().__init__([intro, self.vms, grid], layout=widgets.Layout(width="100%", min_width="0"))
+        self.add_class("labvmm-dashboard")
+        self.runner.attach(self)
         self.vms.observe(self._vm_chosen, "selected")
         self.isolation.observe(self._event_chosen, "selected_event")
         if first:
@@ -181,22 +197,26 @@ class Dashboard(widgets.VBox):
         self.runner.pause()
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the refresh loop and the runner; True when both threads have ended."""
+        """Stop the refresh loop and the runner (every panel then shows the last state); True when both threads have ended."""
         refresher = self.refresher.stop(timeout)
-        runner = self.runner.stop(timeout)
-        self.refresh()
+        runner = self.runner.stop(timeout)  # redraws everything from its last snapshot (on_runner_stopped)
         return refresher and runner
 
+    def on_runner_stopped(self, snap) -> None:
+        """The runner stopped: redraw every panel from its last snapshot; if a newer runner replaced it, stop refreshing."""
+        self._redraw(snap, every_panel=True, explicit=True)
+        if self.runner.replaced:
+            self.refresher.stop(timeout=1.0)
+
     def refresh(self) -> None:
-        """Redraw every panel from the newest snapshot."""
-        self._redraw(every_panel=True)
+        """Redraw every panel, charts and memory map included, from a fresh snapshot of the host."""
+        self._redraw(self.runner.fresh_snapshot(), every_panel=True, explicit=True)
 
     def _tick(self) -> None:
         """What the refresh loop calls: the fast panels, urgent ones, and the rest at SLOW_INTERVAL."""
-        self._redraw(every_panel=False)
+        self._redraw(self.runner.snapshot(), every_panel=False, explicit=False)
 
-    def _redraw(self, every_panel: bool) -> None:
-        snap = self.runner.snapshot()
+    def _redraw(self, snap, every_panel: bool, explicit: bool) -> None:
         now = time.perf_counter()
         # Half a tick of slack keeps the slow panels on every eighth tick at 25 Hz rather than
         # every ninth; all of them redraw in the same tick, so the browser lays out once.
@@ -205,15 +225,19 @@ class Dashboard(widgets.VBox):
         if slow:
             self._last_slow = now
         for panel in self.panels:
-            if slow or panel.urgent(snap):
+            if explicit:
                 panel.refresh(snap)
+            elif slow or panel.urgent(snap):
+                panel.tick(snap)
             elif panel.fast:
                 panel.refresh_fast(snap)
         if isinstance(self.memory, Panel):
-            if slow or self.memory.urgent(snap):
+            if explicit:
                 self.memory.refresh(snap)
-        elif slow or self.memory.wants(snap):
-            self.memory.update(snap.owners, snap.owner_names, shared=snap.shared, page=snap.page)
+            elif slow or self.memory.urgent(snap):
+                self.memory.tick(snap)
+        elif explicit or slow or self.memory.wants(snap):
+            self.memory.update(snap.owners, snap.owner_names, shared=snap.shared, page=snap.page, force=explicit)
 
     # -- linking the panels -----------------------------------------------------------
     def _vm_chosen(self, change) -> None:
@@ -251,10 +275,10 @@ class Dashboard(widgets.VBox):
         snap = self.runner.snapshot()
         fig = Figure(figsize=(9, 7.5), dpi=80, layout="constrained")
         axes = fig.subplots(3, 1, height_ratios=[3, 2, 2])
-        draw_shares(axes[0], snap)
+        draw_shares(axes[0], snap, self.allocation.window.start_insns(snap.clock, snap.trace))
         axes[0].set_title(f"labvmm host: {len(snap.vms)} VMs, virtual time {snap.virtual_seconds:.3f} s, "
                           f"policy {snap.policy}", fontsize=10)
-        draw_timeline(axes[1], snap)
+        draw_timeline(axes[1], snap, *self.timeline.view_range(snap))
         draw_memory(axes[2], snap)
         return figure_png(fig)
 

@@ -28,7 +28,7 @@ class IsolationPanel(Panel):
 
     Args:
         host: the labvmm Host.
-        runner: the Runner whose snapshots to show (default: a new one on `host`).
+        runner: the Runner whose snapshots to show (default: the host's current one, Runner.for_host).
     """
 
     title = "Isolation"

@@ -12,14 +12,20 @@ queued: one deferred refresh reads the *latest* state when the interval is up.
 
 Hovering over or clicking a cell reports its frame index back to Python (`selected_frame`),
 which answers with the owner, the guest-physical address of that page and a hexdump of its
-first 256 bytes (`selected_info`), shown under the canvas. With a `runner` (the dashboard's),
+first 256 bytes (`selected_info`), shown beside the cursor. With a `runner` (the dashboard's),
 the page is read by the runner between two chunks and arrives with its snapshots
 (`Runner.watch_frame`), and the hexdump follows the page while the guests run; nothing reads
 guest memory while the runner's thread is inside a chunk. Without one, the host is read
 directly (do not run it in another thread meanwhile).
 
 Frames mapped into more than one VM (when the pool reports them: `FramePool.shared_mask`)
-are hatched in white over their owner's colour, with their own legend entry.
+are hatched in white over their owner's colour, with their own legend entry; dirty frames
+are outlined. Where a frame is smaller than 8 pixels, both get a 5 x 5 pixel marker on top,
+so one shared frame among 65,536 still shows.
+
+The map zooms: to one VM's frames, to a range of frames or of host addresses, down to single
+frames (`zoom()`, or in the browser the wheel, the +/- buttons, the VM menu and the range
+box). The view is `view_first` and `view_count`, synced both ways.
 
 Outside a browser (nbclient, nbval, nbgrader) the widget still shows something:
 `_repr_mimebundle_` carries a text summary and a PNG of the same grid.
@@ -28,8 +34,8 @@ Outside a browser (nbclient, nbval, nbgrader) the widget still shows something:
 from __future__ import annotations
 
 import base64
-import colorsys
 import io
+import pathlib
 import threading
 import time
 from typing import Callable
@@ -38,37 +44,28 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ..errors import LabvmmError
+from ..errors import ConfigError, LabvmmError
 from ..memory import FREE, PAGE_SIZE
-from .runner import page_view
+from .palette import FREE_COLOR, vm_color
+from .snapshot import page_view
+
+_HERE = pathlib.Path(__file__).parent
 
 MAX_HZ = 30
 #: Dirty marks cover one epoch of this many seconds: fingerprinting RAM costs about 45 ms
 #: per 128 MiB, far too much to redo at 25 Hz for a large host.
 DIRTY_EPOCH_SECONDS = 1.0
-#: Width in pixels the grid aims for; a cell is a whole number of pixels (1 to 16).
+#: Width in pixels the grid aims for; a cell is a whole number of pixels (1 to 64), the
+#: same in memory_map.js (gridLayout).
 TARGET_WIDTH_PX = 512
-MAX_CELL_PX = 16
+MAX_CELL_PX = 64
 HEXDUMP_BYTES = 256
-FREE_COLOR = "#c8c8c8"
 SHARED_CODE = -1  # the legend entry of shared frames (no frame has this code)
 SHARED_SWATCH = "repeating-linear-gradient(45deg, #ffffff 0 2px, #777777 2px 4px)"
 
 
-def vm_color(vm_id: int) -> str:
-    """The colour of a VM in every memory view: a stable function of its id ("#rrggbb").
-
-    Twelve hues 30 degrees apart, visited in steps of 150 degrees, so VMs created one after
-    another never look alike; each further dozen of ids is darker or lighter.
-    """
-    hue = ((vm_id - 1) * 5 % 12) / 12
-    lightness = (0.50, 0.35, 0.65)[(vm_id - 1) // 12 % 3]
-    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.75)
-    return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
-
-
 def grid_layout(frame_count: int) -> tuple[int, int, int]:
-    """(columns, rows, cell size in pixels) of the grid for a pool of `frame_count` frames.
+    """(columns, rows, cell size in pixels) of the grid that shows `frame_count` frames (the pool, or a zoomed view).
 
     Columns are a power of two near the square root, so a row is a round number of frames
     (512 columns = 2 MiB a row) and a guest's contiguous run reads as a band.
@@ -109,187 +106,6 @@ def _start_timer(delay: float, callback: Callable[[], None]) -> threading.Timer:
     return timer
 
 
-_ESM = r"""
-const PINNED_NOTE = "pinned: click the grid again to follow the mouse";
-
-function hexToRgba(hex) {
-  const v = parseInt(hex.slice(1), 16);
-  // ImageData's Uint32 view is little-endian RGBA: alpha in the top byte.
-  return (0xff << 24 | (v & 0xff) << 16 | (v >> 8 & 0xff) << 8 | v >> 16) >>> 0;
-}
-
-function bytesOf(view) {
-  // Buffers arrive as DataViews at any offset; typed arrays of 2 or 4 bytes need alignment.
-  if (!view) return new Uint8Array(0);
-  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength).slice();
-}
-
-function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "labvmm-memory-map";
-  const title = document.createElement("div");
-  title.className = "labvmm-mm-title";
-  const canvas = document.createElement("canvas");
-  canvas.className = "labvmm-mm-canvas";
-  const legend = document.createElement("div");
-  legend.className = "labvmm-mm-legend";
-  const hover = document.createElement("div");
-  hover.className = "labvmm-mm-hover";
-  const info = document.createElement("pre");
-  info.className = "labvmm-mm-info";
-  root.append(title, canvas, legend, hover, info);
-  el.appendChild(root);
-  const ctx = canvas.getContext("2d");
-
-  let drawScheduled = false;
-  let pinned = false;
-  let lastSent = -1;
-  let sendTimer = null;
-
-  function draw() {
-    drawScheduled = false;
-    const cols = model.get("columns"), cell = model.get("cell_px");
-    const count = model.get("frame_count"), bpf = model.get("bytes_per_frame");
-    const rows = Math.ceil(count / cols);
-    const raw = bytesOf(model.get("owners")).buffer;
-    const codes = bpf === 1 ? new Uint8Array(raw) : bpf === 2 ? new Uint16Array(raw) : new Uint32Array(raw);
-    const dirty = bytesOf(model.get("dirty"));
-    const shared = bytesOf(model.get("shared"));
-    const entries = model.get("legend");
-    const lut = new Map(entries.map((e) => [e.code, hexToRgba(e.color)]));
-    const unknown = hexToRgba("#000000");
-    const outline = hexToRgba("#111111");
-    const hatch = hexToRgba("#ffffff");
-    if (canvas.width !== cols * cell || canvas.height !== rows * cell) {
-      canvas.width = cols * cell;
-      canvas.height = rows * cell;
-    }
-    const image = ctx.createImageData(canvas.width, canvas.height);
-    const px = new Uint32Array(image.data.buffer);
-    const width = canvas.width;
-    const n = Math.min(count, codes.length);
-    for (let f = 0; f < n; f++) {
-      const colour = lut.get(codes[f]) ?? unknown;
-      const x0 = (f % cols) * cell, y0 = Math.floor(f / cols) * cell;
-      const isDirty = dirty.length && (dirty[f >> 3] >> (f & 7)) & 1;
-      const isShared = shared.length && (shared[f >> 3] >> (f & 7)) & 1;
-      for (let dy = 0; dy < cell; dy++) {
-        let p = (y0 + dy) * width + x0;
-        for (let dx = 0; dx < cell; dx++, p++) {
-          let c = colour;
-          if (isShared && (dx + dy) % 3 === 0) c = hatch;  // hatched: one frame in two VMs
-          if (isDirty && (cell < 3 || dx === 0 || dy === 0 || dx === cell - 1 || dy === cell - 1)) c = outline;
-          px[p] = c;
-        }
-      }
-    }
-    ctx.putImageData(image, 0, 0);
-    title.textContent = model.get("title");
-    legend.replaceChildren(...entries.map((e) => {
-      const item = document.createElement("span");
-      item.className = "labvmm-mm-key";
-      item.dataset.code = String(e.code);
-      const swatch = document.createElement("span");
-      swatch.className = "labvmm-mm-swatch";
-      swatch.style.background = e.swatch || e.color;
-      item.append(swatch, document.createTextNode(` ${e.name} (${e.frames} frames)`));
-      return item;
-    }));
-  }
-
-  function scheduleDraw() {
-    if (!drawScheduled) {
-      drawScheduled = true;
-      requestAnimationFrame(draw);  // many changes between two frames: one draw, of the latest
-    }
-  }
-
-  function frameAt(event) {
-    const box = canvas.getBoundingClientRect();
-    const cell = model.get("cell_px"), cols = model.get("columns");
-    const x = Math.floor((event.clientX - box.left) * canvas.width / box.width / cell);
-    const y = Math.floor((event.clientY - box.top) * canvas.height / box.height / cell);
-    const f = y * cols + x;
-    return x >= 0 && x < cols && y >= 0 && f < model.get("frame_count") ? f : -1;
-  }
-
-  function select(frame) {
-    // At most 10 selections a second reach Python; the last one always does.
-    if (frame === lastSent) return;
-    clearTimeout(sendTimer);
-    sendTimer = setTimeout(() => {
-      lastSent = frame;
-      model.set("selected_frame", frame);
-      model.save_changes();
-    }, 100);
-  }
-
-  function onMove(event) {
-    const f = frameAt(event);
-    if (f < 0) { hover.textContent = ""; return; }
-    const codes = bytesOf(model.get("owners"));
-    const bpf = model.get("bytes_per_frame");
-    let code = 0;
-    for (let i = bpf - 1; i >= 0; i--) code = code * 256 + codes[f * bpf + i];
-    const entry = model.get("legend").find((e) => e.code === code);
-    const shared = bytesOf(model.get("shared"));
-    const isShared = shared.length && (shared[f >> 3] >> (f & 7)) & 1;
-    hover.textContent = `frame ${f} (host offset 0x${(f * 4096).toString(16)}): ${entry ? entry.name : "?"}` +
-      (isShared ? " (shared with another VM)" : "") + (pinned ? ` - ${PINNED_NOTE}` : "");
-    if (!pinned) select(f);
-  }
-
-  function onClick(event) {
-    const f = frameAt(event);
-    pinned = !pinned && f >= 0;
-    if (f >= 0) select(f);
-  }
-
-  function showInfo() {
-    const i = model.get("selected_info");
-    if (!i || i.frame === undefined) {
-      info.textContent = "Hover over a cell to see its page; click to keep it.";
-      return;
-    }
-    if (i.pending) {
-      info.textContent = `frame ${i.frame}: reading the page between two chunks of guest time...`;
-      return;
-    }
-    const head = (i.owner === null
-      ? `frame ${i.frame}: free`
-      : `frame ${i.frame}: ${i.owner} (VM ${i.owner_id}), guest address ${i.guest_address_hex}`) +
-      (i.shared_with && i.shared_with.length ? `, also mapped by ${i.shared_with.join(", ")}` : "");
-    info.textContent = head + (i.hexdump ? "\n" + i.hexdump : "");
-  }
-
-  canvas.addEventListener("mousemove", onMove);
-  canvas.addEventListener("click", onClick);
-  const keys = ["owners", "dirty", "shared", "legend", "columns", "cell_px", "frame_count", "title"];
-  for (const k of keys) model.on(`change:${k}`, scheduleDraw);
-  model.on("change:selected_info", showInfo);
-  draw();
-  showInfo();
-  return () => {
-    clearTimeout(sendTimer);
-    for (const k of keys) model.off(`change:${k}`, scheduleDraw);
-    model.off("change:selected_info", showInfo);
-  };
-}
-
-export default { render };
-"""
-
-_CSS = """
-.labvmm-memory-map { font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; }
-.labvmm-mm-title { font-weight: bold; margin-bottom: 4px; }
-.labvmm-mm-canvas { image-rendering: pixelated; max-width: 100%; cursor: crosshair; border: 1px solid #888; }
-.labvmm-mm-legend { display: flex; flex-wrap: wrap; gap: 4px 12px; margin: 4px 0; }
-.labvmm-mm-swatch { display: inline-block; width: 10px; height: 10px; border: 1px solid #555; vertical-align: middle; }
-.labvmm-mm-hover { min-height: 1.2em; color: #444; }
-.labvmm-mm-info { font-size: 11px; margin: 4px 0; max-height: 22em; overflow: auto; }
-"""
-
-
 class MemoryMap(anywidget.AnyWidget):
     """The host frame pool as a grid of cells coloured by owning VM; hover or click a cell to see its page.
 
@@ -306,17 +122,17 @@ class MemoryMap(anywidget.AnyWidget):
         max_hz: at most this many updates a second reach the browser.
     """
 
-    _esm = _ESM
-    _css = _CSS
+    _esm = _HERE / "memory_map.js"
+    _css = _HERE / "memory_map.css"
 
     owners = traitlets.Bytes(help="owner id + 1 per frame (0 = free), little-endian, bytes_per_frame wide").tag(sync=True)
     bytes_per_frame = traitlets.Int(1, help="width of one entry of `owners`: 1, 2 or 4 bytes").tag(sync=True)
     frame_count = traitlets.Int(0, help="frames in the host pool").tag(sync=True)
-    columns = traitlets.Int(1, help="cells per row of the grid").tag(sync=True)
-    cell_px = traitlets.Int(1, help="edge of one cell in canvas pixels").tag(sync=True)
+    view_first = traitlets.Int(0, help="first host frame shown (the browser's zoom sets it too)").tag(sync=True)
+    view_count = traitlets.Int(0, help="frames shown from view_first on (0: the whole pool)").tag(sync=True)
     dirty = traitlets.Bytes(b"", help="bit per frame (little bit order): written in the last epoch; empty = not tracked").tag(sync=True)
     shared = traitlets.Bytes(b"", help="bit per frame (little bit order): mapped into more than one VM; empty = none").tag(sync=True)
-    legend = traitlets.List(help="[{code, id, name, color, frames}] for free frames and every owner in the table, "
+    legend = traitlets.List(help="[{code, id, name, color, frames, first, last}] for free frames and every owner, "
                                  "then {code: -1, name: 'shared', swatch, frames} when frames are shared").tag(sync=True)
     title = traitlets.Unicode("", help="the line above the grid").tag(sync=True)
     selected_frame = traitlets.Int(-1, help="frame the user pointed at in the browser (-1: none)").tag(sync=True)
@@ -351,10 +167,102 @@ class MemoryMap(anywidget.AnyWidget):
         self._dirty_since = float("-inf")  # when the current dirty marks were taken
         self._latest: tuple = (None, None, None)  # the newest (table, names, shared) handed to update()
         self._shown: tuple | None = None  # the (table, shared mask) last sent
-        columns, _, cell = grid_layout(host.pool.frame_count)
-        super().__init__(columns=columns, cell_px=cell, frame_count=host.pool.frame_count,
-                         track_dirty=track_dirty, **kwargs)
+        super().__init__(frame_count=host.pool.frame_count, track_dirty=track_dirty, **kwargs)
+        if runner is not None:
+            runner.attach(self)  # its last snapshot comes here when it stops
         self.refresh(force=True)
+
+    # -- the view ---------------------------------------------------------------------
+    @property
+    def view(self) -> tuple[int, int]:
+        """(first frame, frames) shown now."""
+        count = self.view_count or self.frame_count
+        count = min(max(count, 1), self.frame_count)
+        return min(max(self.view_first, 0), self.frame_count - count), count
+
+    @property
+    def layout_px(self) -> tuple[int, int, int]:
+        """(columns, rows, cell size in pixels) of the grid as the browser draws the view now."""
+        return grid_layout(self.view[1])
+
+    def zoom(self, vm: str | None = None, *, first_frame: int | None = None, frames: int | None = None,
+             address_range: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Show part of the pool; returns the (first frame, frames) now shown.
+
+        `zoom()` shows the whole pool; `zoom("a")` every frame of VM a (from its first to its
+        last); `zoom(first_frame=4096, frames=64)` those frames; `zoom(address_range=(lo, hi))`
+        the frames of host-physical offsets lo..hi-1, or with `vm`, of that VM's guest-physical
+        addresses lo..hi-1 (from the first to the last host frame behind them).
+        Raises ConfigError for a VM not on the host or a range outside the pool or the VM.
+        """
+        total = self.frame_count
+        if vm is not None:
+            runs = self._runs_of(vm)
+            if address_range is not None:
+                lo, hi = self._check_range(address_range, "guest-physical")
+                frames_in = []
+                for base, first_frame, count in runs:  # the part of each run inside lo..hi-1
+                    inside_lo, inside_hi = max(lo, base), min(hi, base + count * PAGE_SIZE)
+                    if inside_lo < inside_hi:
+                        frames_in += [first_frame + (inside_lo - base) // PAGE_SIZE,
+                                      first_frame + (inside_hi - 1 - base) // PAGE_SIZE]
+                if not frames_in:
+                    raise ConfigError(f"VM {vm!r} has no RAM in 0x{lo:x}..0x{hi:x}")
+                first, last = min(frames_in), max(frames_in)
+            else:
+                first, last = min(r[1] for r in runs), max(r[1] + r[2] - 1 for r in runs)
+        elif address_range is not None:
+            lo, hi = self._check_range(address_range, "host-physical")
+            if hi > total * PAGE_SIZE:
+                raise ConfigError(f"the pool ends at 0x{total * PAGE_SIZE:x}, got a range up to 0x{hi:x}")
+            first, last = lo // PAGE_SIZE, (hi - 1) // PAGE_SIZE
+        elif first_frame is not None or frames is not None:
+            first = 0 if first_frame is None else first_frame
+            count = total - first if frames is None else frames
+            for name, value in (("first_frame", first), ("frames", count)):
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "first_frame" else 1):
+                    raise ConfigError(f"{name} must be a{'' if name == 'frames' else ' non-negative'} integer"
+                                      f"{' of at least 1' if name == 'frames' else ''}, got {value!r}")
+            if first + count > total:
+                raise ConfigError(f"frames {first}..{first + count - 1} are outside the pool (0..{total - 1})")
+            last = first + count - 1
+        else:
+            first, last = 0, total - 1
+        count = last - first + 1
+        with self.hold_sync():
+            self.view_first = int(first)
+            self.view_count = 0 if count == total else int(count)
+        return self.view
+
+    def _runs_of(self, vm: str) -> list[tuple[int, int, int]]:
+        if self._runner is not None:
+            view = self._runner.snapshot().vms.get(vm)
+            runs = view.runs if view is not None else None
+        else:
+            machine = self._host.vms.get(vm)
+            runs = [(r.guest_addr, r.first_frame, r.frames) for r in machine.memory.runs] if machine else None
+        if not runs:
+            raise ConfigError(f"no VM {vm!r} with RAM on this host (VMs: {', '.join(self._host.vms) or 'none'})")
+        return runs
+
+    @staticmethod
+    def _check_range(address_range, kind: str) -> tuple[int, int]:
+        try:
+            lo, hi = address_range
+        except (TypeError, ValueError):
+            raise ConfigError(f"an address range is (start, end), got {address_range!r}") from None
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in (lo, hi)) or not 0 <= lo < hi:
+            raise ConfigError(f"a {kind} address range is two integers 0 <= start < end, got {address_range!r}")
+        return int(lo), int(hi)
+
+    # -- redraw -----------------------------------------------------------------------
+    def tick(self) -> bool:
+        """What a refresh loop calls: send what changed, at most max_hz times a second."""
+        return self.refresh()
+
+    def on_runner_stopped(self, snap) -> None:
+        """The runner stopped: show its last snapshot at once."""
+        self.update(snap.owners, snap.owner_names, force=True, shared=snap.shared, page=snap.page)
 
     # -- the ownership table ----------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
@@ -362,8 +270,11 @@ class MemoryMap(anywidget.AnyWidget):
 
         A call less than 1/max_hz after the last send sends nothing now: one deferred refresh
         runs when the interval is up and sends the state of that moment (latest only).
-        `force=True` sends at once.
+        `force=True` sends at once, from a fresh snapshot when a runner runs the host.
         """
+        if force and self._runner is not None:
+            snap = self._runner.fresh_snapshot()
+            return self.update(snap.owners, snap.owner_names, force=True, shared=snap.shared, page=snap.page)
         return self.update(force=force)
 
     def update(self, owners: np.ndarray | None = None, names: dict[int, str] | None = None,
@@ -549,8 +460,12 @@ class MemoryMap(anywidget.AnyWidget):
         from matplotlib.patches import Patch
 
         owner, _, shared = self._tables(*self._latest)
+        first, count = self.view  # the zoomed view, as in the browser
+        owner = owner[first : first + count]
+        shared = shared[first : first + count] if shared is not None else None
         columns, rows, _ = grid_layout(owner.size)
         ids = np.unique(owner)
+        in_view = {int(i) for i in ids}  # the legend names the owners shown
         colours = {int(i): (FREE_COLOR if i == FREE else vm_color(int(i))) for i in ids}
         rgb = np.ones((rows * columns, 3))
         index = np.searchsorted(ids, owner)
@@ -567,12 +482,13 @@ class MemoryMap(anywidget.AnyWidget):
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         axes.imshow(image, interpolation="nearest", aspect="equal")
-        axes.set_title(self.title, fontsize=8)
+        zoomed = "" if count == self.frame_count else f"\nshowing frames {first}-{first + count - 1}"
+        axes.set_title(self.title + zoomed, fontsize=8)
         axes.set_xticks([])
         axes.set_yticks([])
         handles = [Patch(facecolor="white", edgecolor="#777777", hatch="////", label=f"{e['name']} ({e['frames']})")
                    if e["code"] == SHARED_CODE else Patch(color=e["color"], label=f"{e['name']} ({e['frames']})")
-                   for e in self.legend]
+                   for e in self.legend if e["code"] == SHARED_CODE or e["id"] in in_view]
         axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=7, frameon=False)
         out = io.BytesIO()
         figure.savefig(out, format="png", bbox_inches="tight")
@@ -605,12 +521,18 @@ def _legend(codes: np.ndarray, names: dict[int, str]) -> list[dict]:
     # keeps the work on the narrow encoded table (a bincount of 262,144 frames costs more).
     starts = np.concatenate(([0], np.flatnonzero(codes[1:] != codes[:-1]) + 1))
     lengths = np.diff(np.append(starts, codes.size))
-    counts = np.bincount(codes[starts], weights=lengths).astype(np.int64)  # index = owner id + 1
+    run_codes = codes[starts].astype(np.int64)
+    counts = np.bincount(run_codes, weights=lengths).astype(np.int64)  # index = owner id + 1
+    first = np.full(counts.size, codes.size, dtype=np.int64)
+    last = np.full(counts.size, -1, dtype=np.int64)
+    np.minimum.at(first, run_codes, starts)
+    np.maximum.at(last, run_codes, starts + lengths - 1)
     entries = [{"code": 0, "id": FREE, "name": "free", "color": FREE_COLOR, "frames": int(counts[0])}]
     for code in np.flatnonzero(counts[1:]) + 1:
         vm_id = int(code) - 1
         entries.append({"code": int(code), "id": vm_id, "name": names.get(vm_id, f"VM {vm_id}"),
-                        "color": vm_color(vm_id), "frames": int(counts[code])})
+                        "color": vm_color(vm_id), "frames": int(counts[code]),
+                        "first": int(first[code]), "last": int(last[code])})
     return entries
 
 

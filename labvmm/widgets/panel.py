@@ -1,15 +1,25 @@
 """What every panel shares: a header that explains it, where its data comes from, a static fallback.
 
-A panel is an ipywidgets box. It draws from `Snapshot`s (plain data, labvmm.widgets.runner)
+A panel is an ipywidgets box. It draws from `Snapshot`s (plain data, labvmm.widgets.snapshot)
 and sends every action through its source's `submit` (`act`), so nothing touches the host
-while the runner's thread is inside a chunk. `refresh()` pulls the newest snapshot and
-redraws only when it is new. In a dashboard, panels redraw at a lower rate than the refresh
-loop ticks (every redraw costs the browser a layout and a paint, taken from the guests on a
-small machine), `fast` ones also redraw a small part at every tick (`update_fast`), and a
-panel redraws at once when its own action took effect (`urgent`), so that what a button or
-a slider changed shows without delay. `_repr_mimebundle_` adds a text summary and, where a chart makes sense, a PNG
-to the widget's own bundle (as ipympl does), so a headless run (nbclient, nbval, nbconvert)
-still shows something meaningful.
+while the runner's thread is inside a chunk.
+
+Two ways to redraw, and the rule that no picture is ever older than the state:
+
+- `refresh()` is the explicit one (a cell calls it): it takes a fresh snapshot of the host as
+  it is now and redraws every part, charts included;
+- `tick()` is what a refresh loop calls many times a second: it redraws only from a new
+  snapshot, and charts at most every CHART_INTERVAL seconds (every chart costs the browser
+  a PNG decode and a paint, taken from the guests on a small machine); a chart skipped is
+  drawn at a later tick even if no new snapshot comes.
+
+When the runner stops, every panel on it is redrawn from its last snapshot
+(`on_runner_stopped`, labvmm.widgets.runner). In a dashboard, panels redraw at a lower rate
+than the refresh loop ticks, `fast` ones also redraw a small part at every tick
+(`update_fast`), and a panel redraws at once when its own action took effect (`urgent`).
+`_repr_mimebundle_` adds a text summary and, where a chart makes sense, a PNG to the
+widget's own bundle (as ipympl does), so a headless run (nbclient, nbval, nbconvert) still
+shows something meaningful.
 """
 
 from __future__ import annotations
@@ -21,13 +31,16 @@ from concurrent.futures import Future
 
 import ipywidgets as widgets
 
-from .runner import Runner, Snapshot, vm_view
+from .runner import Runner
+from .snapshot import Snapshot, vm_view
 
-CHART_INTERVAL = 1.0  # seconds between two redraws of a live chart (each costs the browser a PNG decode and paint)
+CHART_INTERVAL = 1.0  # seconds between two redraws of a live chart by the refresh loop
 
 
 class VmSource:
     """The source of a panel made for one VM without a runner: reads and acts on it at once."""
+
+    runner = None
 
     def __init__(self, vm) -> None:
         self._vm = vm
@@ -44,6 +57,8 @@ class VmSource:
         view = vm_view(self._vm, registers=True)
         return Snapshot(version=self._version, taken_at=time.perf_counter(), vms={view.name: view})
 
+    fresh_snapshot = snapshot
+
     def submit(self, fn) -> Future:
         """Apply `fn()` now."""
         future: Future = Future()
@@ -55,6 +70,9 @@ class VmSource:
 
     def watch(self, vm_name: str) -> None:
         """Registers are always included."""
+
+    def attach(self, view) -> None:
+        """Nothing runs in the background: there is no last snapshot to hand over."""
 
     def vm(self, name: str):
         """The VM (there is only one)."""
@@ -70,6 +88,9 @@ class RunnerSource:
     def snapshot(self) -> Snapshot:
         return self.runner.snapshot()
 
+    def fresh_snapshot(self) -> Snapshot:
+        return self.runner.fresh_snapshot()
+
     @property
     def version(self) -> int:
         return self.runner.version
@@ -80,16 +101,19 @@ class RunnerSource:
     def watch(self, vm_name: str) -> None:
         self.runner.watch(vm_name)
 
+    def attach(self, view) -> None:
+        self.runner.attach(view)
+
     def vm(self, name: str):
         return self.runner.host.vm(name)
 
 
 def source_for(runner=None, host=None, vm=None):
-    """A panel's source: the runner given, else a new Runner on `host`, else the VM on its own."""
+    """A panel's source: the runner given, else the host's current runner (Runner.for_host), else the VM on its own."""
     if runner is not None:
         return RunnerSource(runner)
     if host is not None:
-        return RunnerSource(Runner(host))
+        return RunnerSource(Runner.for_host(host))
     return VmSource(vm)
 
 
@@ -112,23 +136,50 @@ class Panel(widgets.VBox):
     def __init__(self, source, body: list, **kwargs) -> None:
         self.source = source
         self._shown_version = -1
-        self._pending = False
+        self._charts_version = -1  # the snapshot the charts show
+        self._pending = False  # something (a chart, a changed view) still waits to be drawn
         self._last_chart = float("-inf")  # the first chart is always due
-        self._draw_lock = threading.Lock()
+        self._force_charts = False  # inside refresh(): draw the charts whatever the rate
+        self._draw_lock = threading.RLock()
         self._urgent_version: float | None = None  # redraw at once from this snapshot version on
+        kwargs.setdefault("layout", widgets.Layout(min_width="0"))
         super().__init__([header(self.title, self.explanation), *body], **kwargs)
+        self.add_class("labvmm-panel")
+        source.attach(self)
 
     # -- redraw ----------------------------------------------------------------------------
     def refresh(self, snap: Snapshot | None = None) -> bool:
-        """Redraw from `snap` (default: the source's newest) if it is new; True when redrawn."""
+        """Redraw every part, charts included, from `snap` (default: a fresh snapshot of the host now); True when redrawn."""
+        snap = snap if snap is not None else self.source.fresh_snapshot()
+        return self._redraw(snap, charts=True)
+
+    def tick(self, snap: Snapshot | None = None) -> bool:
+        """What a refresh loop calls: redraw from `snap` (default: the newest) if new, charts at their rate."""
         snap = snap if snap is not None else self.source.snapshot()
-        if snap.version == self._shown_version and not self._pending:
+        return self._redraw(snap, charts=False)
+
+    def on_runner_stopped(self, snap: Snapshot) -> None:
+        """The runner stopped: show its last snapshot, charts included."""
+        self.refresh(snap)
+
+    def _redraw(self, snap: Snapshot, charts: bool) -> bool:
+        current = snap.version == self._shown_version and not self._pending
+        if current and (not charts or self._charts_version == snap.version):
             return False
         with self._draw_lock:
-            self._shown_version = snap.version
-            if self._urgent_version is not None and snap.version >= self._urgent_version:
-                self._urgent_version = None
-            self.update(snap)
+            if snap.version < self._shown_version:
+                return False  # an older snapshot (another thread drew a newer one meanwhile)
+            # The first picture after this panel's own action (a slider) shows it at once, charts included.
+            urgent = self.urgent(snap)
+            self._force_charts = charts or urgent
+            try:
+                self._shown_version = snap.version
+                if urgent:
+                    self._urgent_version = None
+                self._pending = False
+                self.update(snap)
+            finally:
+                self._force_charts = False
         return True
 
     def act(self, fn) -> Future:
@@ -143,8 +194,10 @@ class Panel(widgets.VBox):
         self._urgent_version = self.source.version
 
     def urge(self) -> None:
-        """Redraw at the next refresh, even from the same snapshot and in a slow dashboard tick (the view changed)."""
+        """Redraw at the next tick, charts included, even from the same snapshot (the view changed)."""
         self._pending = True
+        self._charts_version = -1
+        self._last_chart = float("-inf")
         self._urgent_version = 0
 
     def urgent(self, snap: Snapshot) -> bool:
@@ -164,14 +217,20 @@ class Panel(widgets.VBox):
         """Show `snap`: each panel class defines it (Panel itself is only their common base)."""
         raise TypeError(f"{type(self).__name__} must define update(snap); Panel is a base class, not a panel")
 
-    def chart_due(self, force: bool = False) -> bool:
-        """True when a live chart may be redrawn now (at most every CHART_INTERVAL seconds)."""
+    def chart_due(self, snap: Snapshot) -> bool:
+        """True when the charts should be drawn from `snap` now (inside update()).
+
+        Always inside refresh() unless they show `snap` already; in a tick, at most every
+        CHART_INTERVAL seconds: a chart skipped is drawn at a later tick.
+        """
+        if snap.version == self._charts_version:
+            return False
         now = time.perf_counter()
-        if force or now - self._last_chart >= CHART_INTERVAL:
+        if self._force_charts or now - self._last_chart >= CHART_INTERVAL:
             self._last_chart = now
-            self._pending = False
+            self._charts_version = snap.version
             return True
-        self._pending = True  # draw it at a later refresh even if no new snapshot comes
+        self._pending = True  # draw it at a later tick even if no new snapshot comes
         return False
 
     # -- static fallback ------------------------------------------------------------------
@@ -185,7 +244,7 @@ class Panel(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs) or {}
-        snap = self.source.snapshot()
+        snap = self.source.fresh_snapshot()
         self.refresh(snap)
         data["text/plain"] = self.summary(snap)
         png = self.picture(snap)

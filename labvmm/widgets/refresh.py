@@ -6,6 +6,10 @@ asks for the *latest* snapshot and redraws only what changed since the last tick
 in a daemon thread (ipywidgets sends from any thread) and logs, never prints, a failure.
 `kick()` asks for a redraw now (the runner does after applying a command), so that what a
 button or slider changed shows without waiting for the next tick.
+
+Given panels instead of a function (`Refresher([vms_panel, console])`), it calls their
+`tick()` (charts at their own, lower rate) and, when stopped, their `refresh()` once more, so
+that the last picture shows the last state.
 """
 
 from __future__ import annotations
@@ -21,11 +25,25 @@ DEFAULT_HZ = 25.0
 
 
 class Refresher:
-    """Calls `redraw()` `hz` times a second (and at once after `kick()`) in a daemon thread until `stop()`."""
+    """Calls `redraw()` `hz` times a second (and at once after `kick()`) in a daemon thread until `stop()`.
 
-    def __init__(self, redraw: Callable[[], object], hz: float = DEFAULT_HZ) -> None:
+    Args:
+        redraw: a function, or a panel or list of panels (anything with `tick()` and `refresh()`).
+        hz: most redraws per second.
+    """
+
+    def __init__(self, redraw: Callable[[], object] | object, hz: float = DEFAULT_HZ) -> None:
         if not 0 < hz <= 60:
             raise ValueError(f"refresh rate must be in (0, 60] Hz, got {hz!r}")
+        if callable(redraw):
+            self.views: list = []
+        else:
+            views = list(redraw) if isinstance(redraw, (list, tuple)) else [redraw]
+            missing = [v for v in views if not (callable(getattr(v, "tick", None)) and callable(getattr(v, "refresh", None)))]
+            if missing:
+                raise TypeError(f"Refresher takes a function or panels (with tick() and refresh()), got {missing[0]!r}")
+            self.views = views
+            redraw = self._tick_views
         self.redraw = redraw
         self.interval = 1.0 / hz
         self.ticks = 0  # redraws done
@@ -52,12 +70,21 @@ class Refresher:
         self._kick.set()
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Stop the loop; True when its thread has ended."""
+        """Stop the loop (and redraw its panels once more, charts included); True when its thread has ended."""
         self._stop.set()
         self._kick.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        for view in self.views:
+            try:
+                view.refresh()
+            except Exception:
+                log.exception("the last redraw of %r failed", view)
         return not self.alive
+
+    def _tick_views(self) -> None:
+        for view in self.views:
+            view.tick()
 
     def _loop(self) -> None:
         next_tick = time.perf_counter()

@@ -66,6 +66,16 @@ class Lab:
     def connection_file(self) -> Path:
         return self.runtime_dir / f"kernel-{self.session['kernel']['id']}.json"
 
+    def refresh_session(self) -> dict:
+        """Read the notebook's session again (JupyterLab may have given it another kernel); returns it."""
+        request = urllib.request.Request(f"{self.base}/api/sessions", headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            sessions = json.loads(reply.read())
+        mine = [s for s in sessions if s["path"] == self.session["path"]]
+        if mine:
+            self.session = mine[0]
+        return self.session
+
 
 @contextlib.contextmanager
 def jupyterlab(workdir: Path, notebook: Path):
@@ -158,12 +168,24 @@ def chromium(profile: Path, viewport: dict | None = None):
             browser.close()
 
 
-def open_and_run_all(page, url: str) -> None:
-    """Open the notebook, wait for its kernel, hide the file browser and Run > Run All Cells."""
+def open_and_run_all(page, url: str, sidebar: bool = False) -> None:
+    """Open the notebook, wait for its kernel, show or hide the file browser, and Run > Run All Cells.
+
+    `sidebar=False` hides the file browser (the dashboard gets the width); `sidebar=True`
+    keeps it open, as a student's JupyterLab starts.
+    """
     page.goto(url)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()  # kernel started
-    page.keyboard.press("Control+b")  # hide the file browser: the dashboard gets the width
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    idle.wait_for()  # kernel started
+    # JupyterLab now and then swaps the kernel a moment after it first shows idle, and drops the
+    # cells Run All queued on the first one: give it that moment (run_to_the_end recovers if not).
+    page.wait_for_timeout(2_000)
+    idle.wait_for()
+    browser = page.locator(".jp-FileBrowser")
+    if browser.is_visible() != sidebar:
+        page.keyboard.press("Control+b")  # View > Show Left Sidebar
+        browser.wait_for(state="visible" if sidebar else "hidden")
     run_all(page)
 
 
@@ -189,6 +211,41 @@ def wait_or_run_all_again(page, locator, timeout_ms: float, again_ms: float = 60
         locator.wait_for(timeout=again_ms)
 
 
+def restart_and_run_all(page) -> None:
+    """Kernel > Restart Kernel and Run All Cells, confirming the dialog, as a person would."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Restart Kernel and Run All Cells")).click()
+    page.locator(".jp-Dialog-button.jp-mod-accept").click()
+
+
+def run_to_the_end(page, done, timeout: float, idle_seconds: float = 15.0) -> None:
+    """Wait until `done` (a locator: the last cell's output) appears; fail at once with the traceback if a cell raised.
+
+    JupyterLab sometimes drops cells queued by Run All (while it settles its kernel at
+    start-up, and now and then later): when the kernel has been idle for `idle_seconds`
+    with code cells never run and no error, this restarts the kernel and runs all cells
+    again (twice at most), as a person would.
+    """
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                          has_text="Traceback (most recent call last)")
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator")
+    not_run = page.locator(".jp-CodeCell .jp-InputPrompt", has_text=re.compile(r"^\[ \]:$"))
+    started = time.monotonic()
+    idle_since, restarts = None, 0
+    while not done.count():
+        if errors.count():
+            raise AssertionError("a cell failed:\n" + errors.first.inner_text())
+        now = time.monotonic()
+        assert now - started < timeout, f"the notebook did not reach its last cell within {timeout:.0f} s"
+        idle = indicator.get_attribute("data-status") == "idle" and not_run.count() > 0
+        idle_since = (idle_since or now) if idle else None
+        if idle_since is not None and now - idle_since > idle_seconds and restarts < 2:
+            print(f"cells dropped by Run All ({not_run.count()} never ran): restart and run all", file=sys.stderr)
+            restart_and_run_all(page)
+            restarts, idle_since = restarts + 1, None
+        time.sleep(0.5)
+
+
 def wait_for(read, accept, timeout: float, what: str):
     """Poll `read()` until `accept(value)` holds; fail naming `what` and the last value otherwise."""
     deadline = time.monotonic() + timeout
@@ -198,3 +255,116 @@ def wait_for(read, accept, timeout: float, what: str):
         time.sleep(0.25)
         value = read()
     return value
+
+
+# -- what the pictures show after Run All (tests/widgets/test_browser.py) -----------------------
+FINAL_MARK = "LABVMM-FINAL"
+# Run in the kernel after a notebook's own cells: stop every live runner (its views then draw
+# its last snapshot), and say, for every live view on a runner, what its picture must show.
+FINAL_PROBE = f"""\
+import hashlib as _hashlib, html as _html, json as _json, re as _re
+import ipywidgets as _ipywidgets
+from labvmm.widgets import registry as _registry
+from labvmm.widgets.allocation import AllocationPanel as _Allocation
+from labvmm.widgets.memory_map import MemoryMap as _Map, _legend, _owner_codes
+from labvmm.widgets.palette import vm_color as _color
+from labvmm.widgets.timeline import TimelinePanel as _Timeline
+from labvmm.widgets.vms import VMsPanel as _Vms
+
+for _run in _registry.live_runners():
+    _run.stop()
+_views, _problems = [], []
+for _w in list(_ipywidgets.widgets.widget._instances.values()):
+    _run = getattr(getattr(_w, "source", None), "runner", None) or getattr(_w, "_runner", None)
+    if _run is None or not isinstance(_w, (_Timeline, _Allocation, _Vms, _Map)):
+        continue
+    _snap = _run.snapshot()
+    _name = f"{{type(_w).__name__}} on host {{id(_run.host):x}} at virtual time {{_snap.clock:,}}"
+    _colors = sorted({{_color(v.id) for v in _snap.vms.values()}})
+    if isinstance(_w, _Timeline):
+        if _w.end_insns is None and _w.view[1] != max(_snap.clock, 1):
+            _problems.append(f"{{_name}}: the timeline ends at {{_w.view[1]:,}}, the run at {{_snap.clock:,}}")
+        _views.append({{"kind": "timeline", "name": _name, "sha": _hashlib.sha256(_w.chart.value).hexdigest(),
+                       "caption": _html.unescape(_re.sub("<[^>]+>", "", _w.caption.value)), "colors": _colors,
+                       "slices": len(_snap.slices)}})
+    elif isinstance(_w, _Allocation):
+        _ends = [int(s.time_insns[-1]) for s in _snap.samples.values() if len(s)]
+        if _w.info is None or _w.info.end_insns != max(_snap.clock, 1) or (_ends and _w.info.data_end_insns != max(_ends)):
+            _problems.append(f"{{_name}}: the chart's data ends at {{_w.info.data_end_insns if _w.info else None}}, "
+                             f"the samples at {{max(_ends) if _ends else None}}")
+        _views.append({{"kind": "chart", "name": _name, "sha": _hashlib.sha256(_w.chart.value).hexdigest(),
+                       "colors": _colors, "samples": bool(_ends)}})
+    elif isinstance(_w, _Vms):
+        _expected = f"virtual time {{_snap.virtual_seconds:.3f}} s"
+        if _expected not in _w.status.value:
+            _problems.append(f"{{_name}}: the status line is not at {{_expected}}")
+        _views.append({{"kind": "status", "name": _name, "text": _expected}})
+    else:
+        _want = {{e["name"]: e["frames"] for e in _legend(_owner_codes(_snap.owners)[0], _snap.owner_names)}}
+        if {{e["name"]: e["frames"] for e in _w.legend if e["code"] >= 0}} != _want:
+            _problems.append(f"{{_name}}: the memory map's legend is not the last snapshot's")
+print({FINAL_MARK!r}, _json.dumps({{"views": _views, "problems": _problems}}))
+"""
+
+# In the page: every picture in an output (widget images are blob: URLs) by SHA-256, with how
+# many of its pixels have each of the given colours.
+PICTURES = """async (colors) => {
+  const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const want = colors.map((c) => [parseInt(c.slice(1, 3), 16), parseInt(c.slice(3, 5), 16), parseInt(c.slice(5, 7), 16)]);
+  const out = [];
+  for (const img of document.querySelectorAll(".jp-OutputArea-output img")) {
+    if (!img.src.startsWith("blob:") && !img.src.startsWith("data:")) continue;
+    const buf = await (await fetch(img.src)).arrayBuffer();
+    const sha = hex(await crypto.subtle.digest("SHA-256", buf));
+    const bitmap = await createImageBitmap(new Blob([buf]));
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    const data = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    const counts = want.map(() => 0);
+    for (let i = 0; i < data.length; i += 4) {
+      want.forEach(([r, g, b], k) => { if (data[i] === r && data[i + 1] === g && data[i + 2] === b) counts[k]++; });
+    }
+    out.push({ sha, counts, width: bitmap.width, shownWidth: img.clientWidth });
+  }
+  return out;
+}"""
+
+# In the page: every element of a dashboard that is cut off horizontally: a panel wider inside
+# than its box, anything that scrolls or clips sideways, anything reaching past the dashboard.
+CLIPPED = """(root) => {
+  const box = root.getBoundingClientRect();
+  const out = [];
+  const name = (el) => el.tagName.toLowerCase() + (el.className && typeof el.className === "string"
+    ? "." + el.className.trim().split(/\\s+/).slice(0, 3).join(".") : "");
+  for (const el of [root, ...root.querySelectorAll("*")]) {
+    if (!el.clientWidth || ["SELECT", "OPTION", "INPUT", "TEXTAREA", "CANVAS", "IMG"].includes(el.tagName)) continue;
+    const style = getComputedStyle(el);
+    const panel = el.classList.contains("labvmm-panel");
+    const clips = style.overflowX !== "visible" || panel;
+    if (clips && el.scrollWidth > el.clientWidth + 1) {
+      out.push(`${name(el)}: ${el.scrollWidth} px of content in ${el.clientWidth} px`);
+    }
+    const right = el.getBoundingClientRect().right;
+    if (right > box.right + 1 && style.position !== "absolute") out.push(`${name(el)}: reaches ${right - box.right} px past the dashboard`);
+  }
+  return out;
+}"""
+
+
+def screenshot(page, locator, path) -> None:
+    """A picture of one element as a person sees it, even if it is taller than the window.
+
+    JupyterLab scrolls its notebook panel, not the page, so an element screenshot of a tall
+    output comes out cut. The window is made taller for the picture (its width, and so the
+    layout, stays) and the element scrolled to the top, then the window is put back.
+    """
+    size = page.viewport_size
+    height = locator.evaluate("(el) => el.getBoundingClientRect().height")
+    page.set_viewport_size({"width": size["width"], "height": int(min(max(size["height"], height + 240), 12_000))})
+    try:
+        locator.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(400)  # let the panel repaint at its new scroll position
+        page.screenshot(path=str(path), clip=locator.bounding_box())
+    finally:
+        page.set_viewport_size(size)

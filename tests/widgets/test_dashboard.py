@@ -132,3 +132,48 @@ def test_a_panel_rate_outside_the_refresh_rate_is_refused(lab_host):
     for bad in (0, -1, DEFAULT_HZ + 1):
         with pytest.raises(ConfigError, match=rf"panel_hz must be in \(0, hz={DEFAULT_HZ}\], got {bad}"):
             Dashboard(lab_host, panel_hz=bad)
+
+
+def test_the_panels_sit_in_a_grid_that_reflows_instead_of_clipping(lab_host):
+    """Two columns of at least 540 px where they fit, one where they do not; no panel has a fixed width."""
+    import ipywidgets
+
+    from labvmm.widgets.dashboard import GRID_COLUMNS
+
+    dash = Dashboard(lab_host)
+    grid = next(c for c in dash.children if isinstance(c, ipywidgets.GridBox))
+    assert grid.layout.grid_template_columns == GRID_COLUMNS == "repeat(auto-fit, minmax(min(100%, 540px), 1fr))"
+    for panel in grid.children:
+        assert panel.layout.min_width == "0" and panel.layout.width in (None, "auto", "100%"), panel
+        assert "labvmm-panel" in panel._dom_classes
+
+
+def test_running_the_dashboard_cell_again_stops_the_previous_dashboard(lab_host, until):
+    """A second Dashboard on the same host stops the first one's runner and refresh loop."""
+    first = Dashboard(lab_host, chunk_insns=500_000).start(live=True)
+    assert until(lambda: lab_host.clock > 0 and first.refresher.alive)
+    second = Dashboard(lab_host, chunk_insns=500_000)
+    assert not first.runner.alive and not first.refresher.alive
+    assert "a newer runner of this host" in first.vms.status.value
+    assert second.runner is not first.runner and not second.runner.alive
+
+
+def test_stop_leaves_every_panel_showing_the_last_state(lab_host, monkeypatch):
+    """After dash.stop() the timeline, chart and table all show the clock at which the runner stopped."""
+    from labvmm.widgets import panel as panel_module
+
+    monkeypatch.setattr(panel_module, "CHART_INTERVAL", 10**9)
+    dash = Dashboard(lab_host, chunk_insns=500_000).start(live=True)
+    dash.runner.step(3_000_000)
+    assert dash.stop(timeout=10)
+    clock = lab_host.clock
+    assert dash.timeline.view[1] == clock
+    assert dash.allocation.info.end_insns == clock
+    assert f"({clock:,} instructions)" in dash.vms.status.value
+
+
+def test_pace_and_window_reach_the_runner_and_the_chart(lab_host):
+    """Dashboard(pace=0.2, window='5 s virtual') paces the runner and sizes the chart's window."""
+    dash = Dashboard(lab_host, pace=0.2, window="5 s virtual")
+    assert dash.runner.pace == 0.2 and dash.vms.pace.value == 0.2
+    assert str(dash.allocation.window) == "5 s virtual"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import comm
 import numpy as np
 import pytest
 
-from labvmm import Host
+from labvmm import ConfigError, Host
 from labvmm.memory import FREE, PAGE_SIZE
 from labvmm.widgets.memory_map import FREE_COLOR, MAX_HZ, MemoryMap, grid_layout, vm_color
 
@@ -368,3 +369,72 @@ class TestSharedFrames:
         assert widget.legend[-1]["frames"] == 2
         widget.selected_frame = int(frames[0])
         assert widget.selected_info["owner"] == "first" and widget.selected_info["shared_with"] == ["late"]
+
+
+class TestZoom:
+    """The map zooms to a VM, a range of frames or of addresses, down to single frames, and draws that view."""
+
+    def test_zoom_to_a_vm_shows_its_frames_from_first_to_last(self, three_vm_host, comms, timers):
+        widget = make_map(three_vm_host, timers)
+        late = three_vm_host.vm("late")
+        first = min(r.first_frame for r in late.memory.runs)
+        last = max(r.first_frame + r.frames - 1 for r in late.memory.runs)
+        assert widget.zoom("late") == (first, last - first + 1)
+        state = comms[-1].synced_state()
+        assert (state["view_first"], state["view_count"]) == (first, last - first + 1)
+        assert widget.zoom() == (0, widget.frame_count) and widget.view_count == 0  # 0: the whole pool
+
+    def test_zoom_to_addresses_of_the_pool_or_of_a_vm(self, three_vm_host, timers):
+        widget = make_map(three_vm_host, timers)
+        assert widget.zoom(address_range=(0x1000, 0x5000)) == (1, 4)
+        middle = three_vm_host.vm("middle")
+        run = middle.memory.runs[0]
+        view = widget.zoom("middle", address_range=(run.guest_addr + 0x2000, run.guest_addr + 0x2001))
+        assert view == (run.first_frame + 2, 1)  # one single frame
+        assert widget.layout_px == (1, 1, 64)  # drawn as one big cell
+
+    def test_zoom_to_frames_and_the_grid_of_a_small_view(self, three_vm_host, timers):
+        widget = make_map(three_vm_host, timers)
+        assert widget.zoom(first_frame=100, frames=64) == (100, 64)
+        assert widget.layout_px == grid_layout(64) == (8, 8, 64)
+
+    @pytest.mark.parametrize("kwargs, message", [
+        ({"vm": "nobody"}, "no VM 'nobody' with RAM on this host"),
+        ({"address_range": (0, 0x10_0000_0000)}, "the pool ends at 0x4000000"),
+        ({"address_range": (5, 5)}, "two integers 0 <= start < end"),
+        ({"first_frame": 16_380, "frames": 10}, "frames 16380..16389 are outside the pool"),
+        ({"first_frame": -1}, "first_frame must be a non-negative integer"),
+        ({"vm": "first", "address_range": (0x10, 0x20)}, "VM 'first' has no RAM in 0x10..0x20"),
+    ])
+    def test_a_view_outside_the_pool_or_the_vm_is_refused(self, three_vm_host, timers, kwargs, message):
+        widget = make_map(three_vm_host, timers)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            widget.zoom(**kwargs)
+
+    def test_the_legend_gives_each_owners_first_and_last_frame(self, three_vm_host, timers):
+        widget = make_map(three_vm_host, timers)
+        for entry in widget.legend[1:]:
+            vm = three_vm_host.vm(entry["name"])
+            frames = [f for r in vm.memory.runs for f in range(r.first_frame, r.first_frame + r.frames)]
+            assert (entry["first"], entry["last"]) == (min(frames), max(frames)), entry["name"]
+
+    def test_the_static_picture_shows_the_zoomed_view(self, three_vm_host, timers):
+        from matplotlib.image import imread
+
+        widget = make_map(three_vm_host, timers)
+        widget.zoom("middle")
+        pixels = (imread(io.BytesIO(widget.to_png()))[..., :3] * 255).round().astype(int).reshape(-1, 3)
+        present = {"#{:02x}{:02x}{:02x}".format(*p) for p in np.unique(pixels, axis=0)}
+        assert vm_color(three_vm_host.vm("middle").id) in present
+        assert vm_color(three_vm_host.vm("first").id) not in present
+
+    def test_the_runner_stopping_sends_its_last_table(self, three_vm_host, comms, timers):
+        from labvmm.widgets import Runner
+
+        runner = Runner(three_vm_host)
+        widget = make_map(three_vm_host, timers, runner=runner)
+        runner.submit(lambda: three_vm_host.destroy_vm("middle"))
+        timers.now += 0.001  # within the throttle interval: an ordinary refresh would wait
+        runner.stop()
+        owners = decode(comms[-1].synced_state()["owners"], widget.bytes_per_frame)
+        assert np.array_equal(owners, three_vm_host.pool.snapshot())

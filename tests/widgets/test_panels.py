@@ -177,18 +177,48 @@ def test_sliders_follow_the_policy(lab_host, runner):
     assert set(panel.sliders) == {(n, "shares") for n in lab_host.vms}
 
 
-def test_charts_redraw_at_most_at_their_rate(lab_host, runner, monkeypatch):
-    """A chart drawn once is not redrawn before its interval; the newer state waits as pending."""
+def test_ticks_redraw_charts_at_most_at_their_rate_but_refresh_always_does(lab_host, runner, monkeypatch):
+    """A refresh loop's tick leaves a chart drawn until its interval is up; an explicit refresh() draws the newest."""
     monkeypatch.setattr(panel_module, "CHART_INTERVAL", 10**9)
     panel = AllocationPanel(lab_host, runner)
     runner.run_once()
-    panel.refresh()
+    panel.tick()
     first = bytes(panel.chart.value)
     assert first.startswith(PNG)
     for _ in range(3):
         runner.run_once()
-        panel.refresh()
-    assert bytes(panel.chart.value) == first and panel._pending
+        panel.tick()
+    assert bytes(panel.chart.value) == first and panel._pending  # the newer state waits
+    panel.refresh()
+    assert bytes(panel.chart.value) != first
+    assert panel.info.data_end_insns == lab_host.clock == 2_000_000  # the newest sample, at the clock
+
+
+def test_each_slider_has_a_number_box_that_sets_it():
+    """Typing a weight into the box beside a slider moves the slider and reaches the policy."""
+    host = _two_computes()
+    runner = Runner(host, chunk_insns=1_000_000)
+    panel = AllocationPanel(host, runner)
+    panel.refresh()
+    box, slider = panel.boxes[("a", "weight")], panel.sliders[("a", "weight")]
+    assert (box.min, box.max, box.value) == (slider.min, slider.max, slider.value) == (1, 1024, 256)
+    assert not slider.readout  # the box is the readout, wide enough for 1024
+    box.value = 700
+    assert slider.value == 700 and host.policy.params("a")["weight"] == 700
+    runner.submit(lambda: host.configure_vm("a", weight=300))  # changed elsewhere: both follow
+    panel.refresh()
+    assert slider.value == box.value == 300
+
+
+def test_a_virtual_window_shows_that_much_virtual_time():
+    """window='0.5 s virtual' on 1 virtual s of samples draws the last half second."""
+    host = _two_computes()
+    runner = Runner(host, chunk_insns=5_000_000)
+    panel = AllocationPanel(host, runner, window="0.5 s virtual")
+    runner.step(100_000_000)
+    panel.refresh()
+    assert (panel.info.start_insns, panel.info.end_insns) == (50_000_000, 100_000_000)
+    assert "the last 0.5 virtual s" in panel.legend.value
 
 
 # -- isolation ------------------------------------------------------------------------------
@@ -259,3 +289,20 @@ def test_static_fallbacks_carry_text_and_png(lab_host, runner, make, picture):
     assert ("image/png" in bundle) == picture
     if picture:
         assert bundle["image/png"].startswith(PNG)
+
+
+def test_a_slider_change_redraws_the_chart_at_once(monkeypatch):
+    """The first tick after a weight took effect draws the chart, its new target step included, whatever the chart rate."""
+    monkeypatch.setattr(panel_module, "CHART_INTERVAL", 10**9)
+    host = _two_computes()
+    runner = Runner(host, chunk_insns=1_000_000)
+    panel = AllocationPanel(host, runner)
+    runner.step(10_000_000)
+    panel.tick()
+    first = bytes(panel.chart.value)
+    runner.step(1_000_000)
+    panel.tick()
+    assert bytes(panel.chart.value) == first  # a tick within the interval keeps the chart
+    panel.sliders[("a", "weight")].value = 1024
+    panel.tick()
+    assert bytes(panel.chart.value) != first and panel.info.end_insns == host.clock

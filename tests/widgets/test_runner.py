@@ -163,19 +163,37 @@ def test_a_watched_frame_comes_with_every_snapshot(runner, lab_host):
 
 
 def test_unchanged_parts_are_shared_and_samples_match_the_monitor(runner, lab_host):
-    """Snapshots share what did not change; the incrementally kept samples equal a fresh copy."""
+    """Snapshots share what did not change; the incrementally kept samples and slices equal a fresh copy."""
     first = runner.snapshot()
-    for _ in range(12):  # 6 M instructions: more than the 300 samples a snapshot keeps
+    for _ in range(12):  # 6 M instructions, in 12 snapshots of new samples and slices
         runner.run_once()
     snap = runner.snapshot()
     assert snap.owners is first.owners  # no VM came or went: the same table
     assert snap.isolation is first.isolation
     for name, buffer in lab_host.monitor.samples.items():
-        expected = [(s.time_insns, s.cpu_share, s.target_share) for s in list(buffer)[-300:]]
-        assert snap.samples[name] == expected
+        series = snap.samples[name]
+        assert series.time_insns.tolist() == [s.time_insns for s in buffer]
+        assert series.share.tolist() == [s.cpu_share for s in buffer]
+        assert [None if np.isnan(t) else t for t in series.target.tolist()] == [s.target_share for s in buffer]
+    assert snap.slices.rows() == [tuple(s) for s in lab_host.timeline]
     lab_host.destroy_vm("hello")
     runner.run_once()
     after = runner.snapshot()
     assert after.owners is not first.owners
     assert (after.owners == lab_host.pool.owner).all()
 
+
+def test_an_older_snapshot_keeps_its_history_when_newer_ones_are_taken(runner):
+    """A snapshot's samples and slices are views that later chunks never change."""
+    for _ in range(4):  # 2 M instructions: two samples
+        runner.run_once()
+    old = runner.snapshot()
+    assert len(old.samples["compute"]) == 2
+    times, slices = old.samples["compute"].time_insns.copy(), old.slices.rows()
+    for _ in range(10):
+        runner.run_once()
+    assert old.samples["compute"].time_insns.tolist() == times.tolist()
+    assert old.slices.rows() == slices
+    assert len(runner.snapshot().slices) > len(old.slices)
+    with pytest.raises(ValueError):
+        old.samples["compute"].share[0] = 2.0  # read-only
