@@ -136,7 +136,7 @@ def compile_guest(
             as its SBI firmware; `create_vm` picks firmware="labvmm" for it).
         name: the guest's name (the VM's default name); "guest" when None.
         params: guest parameters with their defaults, {name: int}: each becomes a
-            `volatile uint64_t labvmm_param_<name>` the program declares `extern` and
+            `volatile uint64_t labvmm_param_<name>` that the program declares `extern` and
             `create_vm(params=...)` sets.
         first_line: the line number of the source's first line in diagnostics (2 for a
             notebook cell whose first line is a `%%guest` magic).
@@ -166,8 +166,11 @@ def compile_guest(
     source_name = name + LANGUAGES[language]
     files = {source_name: f'#line {first_line} "{source_name}"\n{source}'}
     if defaults:
-        files["labvmm_params.c"] = "".join(
-            f"volatile unsigned long long {PARAM_PREFIX}{key} = {value}ull;\n" for key, value in defaults.items())
+        # In .data even when 0: a zero default would land in .bss, which start.S clears after
+        # the loader patched it.
+        files["labvmm_params.c"] = "#include <stdint.h>\n" + "".join(
+            f'__attribute__((section(".data"))) volatile uint64_t {PARAM_PREFIX}{key} = {value}ull;\n'
+            for key, value in defaults.items())
     runtime = runtime_files()
     key = _cache_key(files, privilege, runtime)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -51,11 +51,13 @@ def test_assembly_is_compiled_through_the_preprocessor(tmp_path):
 
 def test_params_become_guest_parameters_create_vm_can_set(tmp_path):
     """params={name: default} defines labvmm_param_<name>, which create_vm(params=...) patches."""
-    source = ('#include "uart.h"\n#include "finisher.h"\nextern volatile unsigned long long labvmm_param_code;\n'
+    source = ('#include "uart.h"\n#include "finisher.h"\nextern volatile uint64_t labvmm_param_code;\n'
               'int main(void) { power_off_fail((unsigned)labvmm_param_code); }\n')
     guest = compile_guest(source, name="p", params={"code": 3}, cache_dir=tmp_path)
     assert guest.params == {"code": 3}
     assert run(guest).exit_code == 3 and run(guest, params={"code": 9}).exit_code == 9
+    zero = compile_guest(source, name="p", params={"code": 0}, cache_dir=tmp_path)
+    assert run(zero).exit_code == 0 and run(zero, params={"code": 5}).exit_code == 5, "a zero default is patchable too"
 
 
 def test_the_same_source_is_compiled_once_and_a_change_compiles_again(tmp_path):
