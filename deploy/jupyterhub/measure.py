@@ -20,6 +20,7 @@ The hub and everything it started are stopped by pid when it finishes.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 import hubctl
-from browser_harness import chromium
+from browser_harness import CHROMIUM, CHROMIUM_FLAGS, wait_or_run_all_again
 
 NOTEBOOK = "labvmm/00-dashboard.ipynb"
 STDOUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']"
@@ -45,22 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     users = [f"student{i + 1}" for i in range(args.users)]
 
-    with tempfile.TemporaryDirectory(prefix="labvmm-hub-") as tmp, \
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="labvmm-hub-") as tmp, sync_playwright() as playwright, \
             hubctl.Hub(Path(tmp), users, mem_limit=args.mem_limit, cpu_limit=args.cpu_limit) as hub:
         browsers = []
-        pages = []
         try:
             for user in users:  # one browser per student, kept open: their dashboards stay live
-                context = chromium(Path(tmp) / f"profile-{user}", viewport={"width": 1600, "height": 1200})
-                page = context.__enter__()
-                browsers.append(context)
-                pages.append(page)
+                browser = playwright.chromium.launch_persistent_context(
+                    str(Path(tmp) / f"profile-{user}"), executable_path=CHROMIUM, headless=True,
+                    args=CHROMIUM_FLAGS, viewport={"width": 1600, "height": 1200})
+                browsers.append(browser)
+                page = browser.pages[0] if browser.pages else browser.new_page()
+                page.set_default_timeout(60_000)
                 hub.open_and_run(page, user, NOTEBOOK)
-                page.locator(STDOUT, has_text="unmapped-write").wait_for(timeout=180_000)
+                wait_or_run_all_again(page, page.locator(STDOUT, has_text="unmapped-write"), 90_000, 240_000)
                 print(f"{user}: dashboard running", file=sys.stderr)
-            browser_pids = {pid for pid in hubctl.descendants(hubctl.os.getpid())
-                            if pid not in hub.started}
             pids = {user: hub.processes(user) for user in users}
+            hub_side = hub.started | {p for ps in pids.values() for p in ps}
+            browser_pids = [pid for pid in hubctl.descendants(os.getpid()) if pid not in hub_side]
             before = {user: sum(hubctl.cpu_seconds(p) for p in pids[user]) for user in users}
             browser_before = sum(_cpu(p) for p in browser_pids)
             started = time.monotonic()
@@ -72,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 memory = [hubctl.memory_kib(p) for p in pids[user]]
                 rows.append((user, sum(m["pss"] for m in memory) / 1024, sum(m["rss"] for m in memory) / 1024, cores))
             browser_cores = (sum(_cpu(p) for p in browser_pids) - browser_before) / elapsed
-            hub_mib = sum(hubctl.memory_kib(p)["pss"] for p in hub.started if hubctl.alive(p)
-                          and p not in {q for ps in pids.values() for q in ps}) / 1024
+            hub_mib = sum(hubctl.memory_kib(p)["pss"] for p in hub.started
+                          if hubctl.alive(p) and p not in {q for ps in pids.values() for q in ps}) / 1024
         finally:
-            for context in reversed(browsers):
-                context.__exit__(None, None, None)
+            for browser in reversed(browsers):
+                browser.close()
 
     print(f"{'user':<10} {'PSS MiB':>9} {'RSS MiB':>9} {'CPU cores':>10}   (server + kernel, {elapsed:.0f} s window)")
     for user, pss, rss, cores in rows:
