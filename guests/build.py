@@ -25,7 +25,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ZIG_VERSION = "0.17.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout without labvmm installed
+from labvmm.loader import PARAM_PREFIX  # noqa: E402
+from labvmm.toolchain import (  # noqa: E402
+    LINKER_SCRIPTS, RUNTIME_SOURCES, ZIG_VERSION, CompileError, compile_command, zig_version,
+)
 
 GUESTS_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = GUESTS_DIR / "images"
@@ -33,30 +37,11 @@ IMAGES_DIR = GUESTS_DIR / "images"
 #: isolation promise, not built-in guests, so `labvmm guests` does not list them.
 HOSTILE_SUBDIR = "hostile"
 MANIFEST_NAME = "manifest.json"
-PARAM_PREFIX = "labvmm_param_"
 
-# rv64imac + Zicsr, soft-float ABI: no guest needs floating point, and a
-# handler with the "interrupt" attribute would otherwise save FP registers,
-# which traps while mstatus.FS is Off (its reset value).
-CFLAGS = [
-    "-target", "riscv64-freestanding",
-    "-mcpu=generic_rv64+m+a+c+zicsr",
-    "-mabi=lp64",
-    "-mcmodel=medany",  # code and data live at 0x8000_0000 and above
-    "-msmall-data-limit=0",  # no .sdata: nothing is addressed through gp
-    "-ffreestanding", "-nostdlib", "-fno-builtin",
-    "-fno-sanitize=all", "-fno-stack-protector",
-    "-fno-unwind-tables", "-fno-asynchronous-unwind-tables",
-    "-fomit-frame-pointer",
-    "-ffunction-sections", "-fdata-sections",
-    "-O2", "-g0",
-    "-Wall", "-Wextra", "-Werror",
-    "-Icommon",
-]
-LDFLAGS = ["-Wl,--gc-sections", "-Wl,--build-id=none"]
-
-COMMON_M = ("common/start.S", "common/fmt.c", "common/uart.c")
-COMMON_S = ("common/start.S", "common/fmt.c")  # S-mode guests use SBI, not the UART
+# The flags, runtime sources and linker scripts are labvmm.toolchain's: one recipe for the
+# built-in images and for guests compiled in a notebook (compile_guest).
+COMMON_M = RUNTIME_SOURCES["M"]
+COMMON_S = RUNTIME_SOURCES["S"]
 VIRTIO_M = COMMON_M + ("common/fdt.c", "common/virtio.c", "common/virtio_guest.c")  # virtio-mmio drivers
 NET_M = VIRTIO_M + ("common/inet.c", "common/virtio_net.c")
 HOSTILE_M = COMMON_M + ("hostile/hostile.c", "hostile/garbage.c")
@@ -74,7 +59,7 @@ class Guest:
 
     @property
     def linker_script(self) -> str:
-        return "common/m-mode.ld" if self.privilege == "M" else "common/s-mode.ld"
+        return LINKER_SCRIPTS[self.privilege]
 
 
 GUESTS = (
@@ -239,20 +224,12 @@ HOSTILE = (
 )
 
 
-def zig_version() -> str:
-    """Return the version printed by `python -m ziglang version`."""
-    try:
-        out = subprocess.run([sys.executable, "-m", "ziglang", "version"],
-                             capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise SystemExit(f"build.py: cannot run `python -m ziglang version` ({exc}); "
-                         f"install the pinned toolchain: pip install ziglang=={ZIG_VERSION}")
-    return out.stdout.strip()
-
-
 def check_toolchain() -> None:
     """Refuse to build with any compiler but the pinned one."""
-    found = zig_version()
+    try:
+        found = zig_version()
+    except CompileError as exc:
+        raise SystemExit(f"build.py: {exc}")
     if found != ZIG_VERSION:
         raise SystemExit(f"build.py: ziglang {found} found, but the images are pinned to "
                          f"ziglang {ZIG_VERSION}; install it: pip install ziglang=={ZIG_VERSION}")
@@ -261,10 +238,7 @@ def check_toolchain() -> None:
 def build_image(guest: Guest, out_dir: Path) -> Path:
     """Compile and link one guest into out_dir/<name>.elf."""
     out = out_dir / f"{guest.name}.elf"
-    cmd = [sys.executable, "-m", "ziglang", "cc", *CFLAGS,
-           f"-ffile-prefix-map={GUESTS_DIR}=.",
-           "-T", guest.linker_script, *LDFLAGS,
-           "-o", str(out), *guest.sources]
+    cmd = compile_command(str(out), guest.sources, guest.privilege, GUESTS_DIR)
     result = subprocess.run(cmd, cwd=GUESTS_DIR, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)

@@ -12,6 +12,7 @@ The public API is this module's `__all__`; the submodules are the implementation
 
 from .errors import (
     BusError,
+    CompileError,
     ConfigError,
     GuestMemoryError,
     ImageError,
@@ -61,6 +62,7 @@ __all__ = [
     "OutOfMemoryError",
     "GuestMemoryError",
     "LifecycleError",
+    "CompileError",
     "BusError",
     "VcpuError",
     "__version__",

@@ -35,5 +35,9 @@ class BusError(LabvmmError):
     """A device was attached over another one, or outside the MMIO space."""
 
 
+class CompileError(LabvmmError):
+    """A guest's source did not compile; the message is the compiler's diagnostics."""
+
+
 class VcpuError(LabvmmError):
     """The CPU emulator could not be set up or refused an operation."""

@@ -32,16 +32,25 @@ class GuestInfo:
     #: For hostile guests: what the VMM must make of it (outcome, isolation event, action), from the manifest.
     expect: dict = field(default_factory=dict)
 
+    def __fspath__(self) -> str:
+        """The image's path, so a GuestInfo goes wherever an image path does."""
+        return str(self.path)
 
-def images_dir() -> Path:
-    """Folder holding the built-in images (installed package data, or the source tree)."""
+
+def package_data_dir(package: str, marker: str, checkout_path: str) -> Path:
+    """The folder of a data package (`package`, holding `marker`) installed, else in the checkout."""
     try:
-        folder = Path(str(resources.files("labvmm.images")))
-        if (folder / "manifest.json").exists():
+        folder = Path(str(resources.files(package)))
+        if (folder / marker).exists():
             return folder
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "guests" / "images"
+    return Path(__file__).resolve().parent.parent / checkout_path
+
+
+def images_dir() -> Path:
+    """Folder holding the built-in images (installed package data, or the source tree)."""
+    return package_data_dir("labvmm.images", "manifest.json", "guests/images")
 
 
 def builtin_guests() -> dict[str, GuestInfo]:
@@ -79,7 +88,13 @@ def _read_manifest(folder: Path) -> dict[str, GuestInfo]:
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path, GuestInfo | None]:
-    """(VM name, image path, built-in info or None) for a built-in name or an image path."""
+    """(VM name, image path, info or None) for a built-in name, an image path or a GuestInfo.
+
+    A GuestInfo (a built-in guest, or one `labvmm.toolchain.compile_guest` made) keeps its
+    name and privilege, so an S-mode guest gets labvmm as its firmware by default.
+    """
+    if isinstance(name_or_path, GuestInfo):
+        return name_or_path.name, name_or_path.path, name_or_path
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise ImageError(
             f"a guest is named by a built-in guest name or an image path, got {type(name_or_path).__name__} "

@@ -25,7 +25,11 @@ flex                      # flex,
 bison                     # bison
 cpio                      # and cpio (the initramfs)
 xz-utils                  # unpacks linux-source's tarball
+nodejs                    # node and npm: the JupyterHub test's proxy (below) comes from npm
+npm
 "
+#: From npm, not Debian: JupyterHub's proxy, for the class-server test (deploy/jupyterhub).
+NPM_PACKAGES="configurable-http-proxy"
 
 names=$(printf '%s\n' "$PACKAGES" | sed 's/#.*//' | tr -s ' \n' '  ')
 
@@ -40,8 +44,12 @@ for name in $names; do
         missing="$missing $name"
     fi
 done
-if [ -z "$missing" ]; then
-    echo "debian-packages.sh: all $(echo $names | wc -w) Debian packages the tests use are installed"
+npm_missing=""
+for name in $NPM_PACKAGES; do
+    command -v "$name" >/dev/null 2>&1 || npm_missing="$npm_missing $name"
+done
+if [ -z "$missing" ] && [ -z "$npm_missing" ]; then
+    echo "debian-packages.sh: all $(echo $names | wc -w) Debian packages (and the npm ones) the tests use are installed"
     exit 0
 fi
 
@@ -50,11 +58,18 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1; then
     as_root="sudo"
 else
-    echo "debian-packages.sh: not root and no sudo; as root run: apt-get install -y --no-install-recommends$missing" >&2
+    echo "debian-packages.sh: not root and no sudo; as root run: apt-get install -y --no-install-recommends$missing; npm install -g$npm_missing" >&2
     exit 1
 fi
-echo "debian-packages.sh: installing$missing"
-export DEBIAN_FRONTEND=noninteractive
-$as_root apt-get update
-# shellcheck disable=SC2086
-$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+if [ -n "$missing" ]; then
+    echo "debian-packages.sh: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    $as_root apt-get update
+    # shellcheck disable=SC2086
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+fi
+if [ -n "$npm_missing" ]; then
+    echo "debian-packages.sh: installing from npm:$npm_missing"
+    # shellcheck disable=SC2086
+    $as_root npm install -g $npm_missing
+fi

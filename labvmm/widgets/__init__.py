@@ -23,6 +23,14 @@ from .timeline import TimelinePanel
 from .vms import VMsPanel
 from .window import ChartWindow
 
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext labvmm.widgets`: registers the `%%guest` cell magic (see guest_magic)."""
+    from .guest_magic import load_ipython_extension as register
+
+    register(ipython)
+
+
 # A library logs, the application decides where it goes: without this, Python's last-resort
 # handler would write the runner's warnings to stderr, i.e. into whatever cell runs.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
