@@ -11,8 +11,9 @@ prompt (xv6 `$ `, U-Boot `=>`, Linux `init$ `) and, with --usertests, xv6's
 `ALL TESTS PASSED`. QEMU's times include starting its process. The builds come from the
 cache (guests/xv6/build.py, guests/linux/build.py); the first run builds them.
 
-labvmm's side is `boot_on_labvmm`: until it boots these images its column says
-"not measured yet". This is not a test: nothing here passes or fails on a time.
+labvmm's side is `boot_on_labvmm`: the same files booted the same way on labvmm, in the
+same run, so the ratio compares the two on one machine at one moment. This is not a test:
+nothing here passes or fails on a time.
 """
 
 from __future__ import annotations
@@ -38,16 +39,14 @@ FIRST_BYTE = "first console byte"
 
 
 def boot_on_labvmm(boot: realos.Boot, steps: Sequence[Step]) -> Transcript | None:
-    """labvmm's side of every row: boot `boot` on labvmm, play `steps` on its console.
+    """labvmm's side of every row: the same machine on labvmm (guests/realos.py `run_on_labvmm`).
 
-    To fill in: create a Host and a VM from the Boot's fields (bios: the firmware file
-    loaded at 0x8000_0000, or "none"; kernel at labvmm.boot.kernel_start of the firmware's
-    end, or an ELF at its own addresses; memory_mib; harts; disks on virtio slots 0, 1, ...),
-    wrap the VM's UART in a labvmm.expect.Console (read: run the host until new console
-    bytes or the timeout; write: the VM's input), and return run_script(console, steps).
-    Returns None while labvmm cannot boot these images: the table then says so.
+    The same firmware, kernel, RAM, harts and raw disks on virtio slots 0, 1, ..., booted
+    through the reset ROM as QEMU boots them; the console is the VM's UART
+    (labvmm.expect.VMConsole), and the times include creating the Host and the VM.
+    (Returning None would print "not measured yet" for the row.)
     """
-    return None
+    return realos.run_on_labvmm(boot, steps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -160,11 +160,19 @@ def linux_boot(image: Path, harts: int, firmware: Path = FW_JUMP) -> Boot:
     return Boot(f"linux-smp{harts}", kernel=image, bios=firmware, memory_mib=128, harts=harts)
 
 
-def run_on_labvmm(boot: Boot, steps: Sequence[Step], *, host=None) -> Transcript:
+#: labvmm's step timeouts are QEMU's times this: a labvmm run is deterministic (the guest
+#: sees input at the same virtual instant however slow the host), so a timeout only guards
+#: against a hang, and a loaded machine must not fail a run that would have succeeded.
+LABVMM_TIMEOUT_SCALE = 5.0
+
+
+def run_on_labvmm(boot: Boot, steps: Sequence[Step], *, host=None,
+                  timeout_scale: float = LABVMM_TIMEOUT_SCALE) -> Transcript:
     """Boot `boot` on labvmm, play `steps` on its UART (labvmm.expect.VMConsole); the transcript.
 
     On a fresh Host of just enough memory unless `host` is given; the VM is destroyed at
-    the end (its disks closed) either way.
+    the end (its disks closed) either way. Each step waits `timeout_scale` times its
+    timeout.
 
     Raises:
         labvmm.expect.ExpectError: a step did not see its reply (the VM's state is appended).
@@ -176,6 +184,7 @@ def run_on_labvmm(boot: Boot, steps: Sequence[Step], *, host=None) -> Transcript
     try:
         vm.start()
         console = VMConsole(host, vm)
+        steps = [dataclasses.replace(step, timeout_s=step.timeout_s * timeout_scale) for step in steps]
         try:
             return run_script(console, steps)
         except ExpectError as e:

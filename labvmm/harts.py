@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import traps
+from .csrs import MENVCFG_STCE
 from .exits import BudgetDone, Fault, Halt, Idle, Preempted, Reset, Yield
 from .sbi import VmSbiEnv
 from .vcpu import PRIV_M, PRIV_S
@@ -75,6 +76,7 @@ class HartSet:
                 cpu.write_csr("medeleg", FIRMWARE_MEDELEG)
                 cpu.write_csr("mideleg", FIRMWARE_MIDELEG)
                 cpu.write_csr("mcounteren", 0x7)
+                hart.csrs.menvcfg = MENVCFG_STCE  # Sstc on for S-mode, as OpenSBI turns it on
                 cpu.set_privilege(PRIV_S)
                 hart.status = STARTED if hart.hart_id == 0 else STOPPED
             else:

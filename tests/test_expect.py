@@ -141,3 +141,53 @@ def test_closing_ends_a_program_that_still_runs():
     console.close()
     assert console.returncode == -signal.SIGTERM
     assert console.stderr_text() == "to stderr"
+
+
+# -- VMConsole: a labvmm VM's UART as a console -----------------------------------------------------
+def _echo_vm():
+    from labvmm import Host
+
+    host = Host(memory_mib=32)
+    return host, host.create_vm("echo", memory_mib=16)
+
+
+def test_vm_console_reads_what_the_guest_printed_and_types_at_it():
+    """The banner, then the echo of a typed line; b"" while the guest waits for input."""
+    from labvmm.expect import VMConsole
+
+    host, vm = _echo_vm()
+    console = VMConsole(host, vm)
+    assert console.read(5).startswith(b"echo: type something")
+    assert console.read(0.1) == b""
+    console.write(b"hello\n")
+    assert console.read(5) == b"hello\n"
+
+
+def test_vm_console_plays_a_script_deterministically():
+    """Two runs of the same script type at the same virtual instant: same bytes, same counts."""
+    from labvmm.expect import Step, VMConsole
+
+    outcomes = []
+    for _ in range(2):
+        host, vm = _echo_vm()
+        t = run_script(VMConsole(host, vm), [Step("banner", expect="Ctrl-D ends\n"),
+                                            Step("line", send="abc\r", expect="abc\r\n")])
+        outcomes.append((t.output, vm.instructions, vm.state_hash()))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_vm_console_closes_when_the_vm_stops():
+    """After the VM halted, reading what is left works once, then EOFError; typing is EOFError."""
+    from labvmm import Host
+    from labvmm.expect import VMConsole
+
+    host = Host(memory_mib=32)
+    vm = host.create_vm("hello", memory_mib=16)
+    console = VMConsole(host, vm)
+    out = b""
+    with pytest.raises(EOFError, match="halted"):
+        while True:
+            out += console.read(5)
+    assert out == bytes(vm.console.data)
+    with pytest.raises(EOFError):
+        console.write(b"x")

@@ -38,6 +38,14 @@ def artifacts(tmp_path_factory) -> sessions.Artifacts:
     return sessions.Artifacts(tmp_path_factory.mktemp("realos"))
 
 
+def _skip_without_firmware(session) -> None:
+    for firmware in (realos.FW_JUMP, realos.FW_DYNAMIC):
+        if not firmware.is_file():
+            pytest.skip(f"{firmware} is missing (Debian package {realos.OPENSBI_PACKAGE})")
+    if session.os == "uboot" and not realos.UBOOT.is_file():
+        pytest.skip(f"{realos.UBOOT} is missing (Debian package {realos.UBOOT_PACKAGE})")
+
+
 @pytest.fixture(scope="session")
 def transcript_of(qemu, artifacts):
     """transcript_of(name): the QEMU transcript of session `name`, run once per test session."""
@@ -46,12 +54,26 @@ def transcript_of(qemu, artifacts):
     def run(name: str):
         if name not in done:
             session = sessions.SESSIONS[name]
-            for firmware in (realos.FW_JUMP, realos.FW_DYNAMIC):
-                if not firmware.is_file():
-                    pytest.skip(f"{firmware} is missing (Debian package {realos.OPENSBI_PACKAGE})")
-            if session.os == "uboot" and not realos.UBOOT.is_file():
-                pytest.skip(f"{realos.UBOOT} is missing (Debian package {realos.UBOOT_PACKAGE})")
+            _skip_without_firmware(session)
             done[name] = skip_if_missing(lambda: session.run(artifacts))
         return done[name]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def labvmm_transcript_of(artifacts):
+    """labvmm_transcript_of(name, bios=None): session `name` played on labvmm, once per test session.
+
+    `bios` replaces the session's firmware (e.g. "labvmm": labvmm's own SBI instead of OpenSBI).
+    """
+    done: dict = {}
+
+    def run(name: str, bios: str | None = None):
+        if (name, bios) not in done:
+            session = sessions.SESSIONS[name]
+            _skip_without_firmware(session)
+            done[name, bios] = skip_if_missing(lambda: session.run_on_labvmm(artifacts, bios))
+        return done[name, bios]
 
     return run

@@ -100,6 +100,13 @@ class Session:
         """Boot on QEMU and play the script."""
         return realos.run_on_qemu(self.boot(artifacts), self.steps)
 
+    def run_on_labvmm(self, artifacts: Artifacts, bios: str | None = None) -> Transcript:
+        """Boot the same machine on labvmm (with another `bios`, e.g. "labvmm", if given) and play the script."""
+        machine = self.boot(artifacts)
+        if bios is not None:
+            machine = dataclasses.replace(machine, bios=bios)
+        return realos.run_on_labvmm(machine, self.steps)
+
     def expected_path(self) -> Path:
         """Where the normalized QEMU transcript is kept."""
         return EXPECTED_DIR / f"{self.name}.txt"
