@@ -12,7 +12,9 @@ drive each OS to its milestones:
 | U-Boot qemu-riscv64_smode (Debian u-boot-qemu) | OpenSBI fw_jump or fw_dynamic (Debian opensbi) | `=>`, version, fdt print /, virtio scan/info, ls and load from virtio disks |
 | Linux 6.1 (guests/linux/build.py) | OpenSBI fw_jump | `init$ `, uname, cpus, cat /etc/motd, poweroff |
 
-`run_on_qemu(boot, steps)` plays a script on QEMU and returns the transcript.
+`run_on_qemu(boot, steps)` plays a script on QEMU and returns the transcript;
+`run_on_labvmm(boot, steps)` plays it on labvmm, booting the same files the same way
+(`Boot.create_vm`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from labvmm.expect import ExpectError, ProcessConsole, Step, Transcript, run_script
+from labvmm.expect import ExpectError, ProcessConsole, Step, Transcript, VMConsole, run_script
 
 QEMU = "qemu-system-riscv64"
 QEMU_PACKAGE = "qemu-system-misc"
@@ -73,6 +75,18 @@ class Boot:
         if self.append is not None:
             argv += ["-append", self.append]
         return argv
+
+    def create_vm(self, host, **options):
+        """This machine as a labvmm VM on `host` (not started), booted as QEMU boots it.
+
+        The same `-bios`, `-kernel`, RAM, harts and raw disks on virtio slots 0, 1, ... in
+        the modern interface; `options` go to `Host.create_vm` (e.g. on_violation).
+        """
+        from labvmm import Disk
+
+        return host.create_vm(kernel=str(self.kernel), bios=str(self.bios), name=self.name,
+                              memory_mib=self.memory_mib, vcpus=self.harts, bootargs=self.append or "",
+                              disks=[Disk(str(d), format="raw") for d in self.disks], start=False, **options)
 
 
 def _step(name: str, send: str, expect: str | re.Pattern | None, timeout_s: float = 30.0) -> Step:
@@ -144,6 +158,33 @@ def uboot_boot(firmware: Path = FW_JUMP, disks: Sequence[Path] = ()) -> Boot:
 def linux_boot(image: Path, harts: int, firmware: Path = FW_JUMP) -> Boot:
     """The small Linux as OpenSBI's payload, 128 MiB, its built-in command line."""
     return Boot(f"linux-smp{harts}", kernel=image, bios=firmware, memory_mib=128, harts=harts)
+
+
+def run_on_labvmm(boot: Boot, steps: Sequence[Step], *, host=None) -> Transcript:
+    """Boot `boot` on labvmm, play `steps` on its UART (labvmm.expect.VMConsole); the transcript.
+
+    On a fresh Host of just enough memory unless `host` is given; the VM is destroyed at
+    the end (its disks closed) either way.
+
+    Raises:
+        labvmm.expect.ExpectError: a step did not see its reply (the VM's state is appended).
+    """
+    from labvmm import Host
+
+    host = host if host is not None else Host(memory_mib=boot.memory_mib)
+    vm = boot.create_vm(host)
+    try:
+        vm.start()
+        console = VMConsole(host, vm)
+        try:
+            return run_script(console, steps)
+        except ExpectError as e:
+            raise ExpectError(f"{boot.name} on labvmm: {e.reason} (VM {vm.state.value}, "
+                              f"{vm.crash_reason or 'no crash'}, {vm.instructions} instructions)",
+                              e.transcript) from None
+    finally:
+        if vm.name in host.vms:
+            host.destroy_vm(vm.name)
 
 
 def run_on_qemu(boot: Boot, steps: Sequence[Step]) -> Transcript:

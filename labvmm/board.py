@@ -20,7 +20,7 @@ from typing import Any
 from .bus import MmioBus
 from .devices import Clint, Plic, TestFinisher, Uart16550
 from .errors import ConfigError
-from .fdt import EMPTY, Node, phandle, reg, string, strings, u32
+from .fdt import EMPTY, Node, phandle, reg, string, strings, u32, u64
 from .virt import CLINT_BASE, PLIC_BASE, TEST_FINISHER_BASE, TIMEBASE_HZ, UART0_BASE, UART0_IRQ, VIRTIO_BASE
 
 #: virtio-mmio transports: eight slots, 0x1000 apart, on PLIC sources 1..8 (QEMU's virt).
@@ -28,9 +28,12 @@ VIRTIO_SLOT_COUNT, VIRTIO_SLOT_SIZE = 8, 0x1000
 
 # Interrupt numbers of the hart's local interrupt controller (mip/mie bits, privileged spec 3.1.9).
 IRQ_M_SOFT, IRQ_M_TIMER, IRQ_S_EXT, IRQ_M_EXT = 3, 7, 9, 11
-#: The CPU labvmm's Unicorn hart is: what the device tree tells the guest.
-CPU_ISA = "rv64imafdc"
-CPU_MMU = "riscv,sv39"
+#: The CPU labvmm's Unicorn hart is: what the device tree tells the guest. QEMU 7.2's default
+#: rv64 also has H and Zba/Zbb/Zbc/Zbs, which Unicorn 2.1.4 (QEMU 5.0's RISC-V) lacks; Sstc is
+#: labvmm's own (labvmm.csrs), Zihintpause's `pause` is a FENCE hint every RISC-V decodes, and
+#: the MMU walks Sv39, Sv48 and Sv57 as QEMU's does (QEMU names Sv48 here too).
+CPU_ISA = "rv64imafdc_zicsr_zifencei_zihintpause_sstc"
+CPU_MMU = "riscv,sv48"
 UART_CLOCK_HZ = 3_686_400
 PLIC_SOURCES = 95  # riscv,ndev; QEMU 7.2 writes 96, one past its last source
 
@@ -257,10 +260,11 @@ class Board:
                 if getattr(self.devices[s.name], "state", None) is not None]
 
     def device_tree(self, *, ram_base: int, ram_size: int, bootargs: str = "", harts: int = 1,
-                    timebase_hz: int = TIMEBASE_HZ, isa: str = CPU_ISA, mmu_type: str = CPU_MMU) -> bytes:
+                    timebase_hz: int = TIMEBASE_HZ, isa: str = CPU_ISA, mmu_type: str = CPU_MMU,
+                    initrd: tuple[int, int] | None = None) -> bytes:
         """The DTB of this board with its RAM and harts (Devicetree Specification v0.4)."""
         return device_tree(self.slots, ram_base=ram_base, ram_size=ram_size, bootargs=bootargs, harts=harts,
-                           timebase_hz=timebase_hz, isa=isa, mmu_type=mmu_type)
+                           timebase_hz=timebase_hz, isa=isa, mmu_type=mmu_type, initrd=initrd)
 
 
 def _cpu_node(hart: int, tree: Phandles, isa: str, mmu_type: str) -> Node:
@@ -276,8 +280,13 @@ def _cpu_node(hart: int, tree: Phandles, isa: str, mmu_type: str) -> Node:
 
 
 def device_tree(slots: Sequence[DeviceSlot], *, ram_base: int, ram_size: int, bootargs: str = "", harts: int = 1,
-                timebase_hz: int = TIMEBASE_HZ, isa: str = CPU_ISA, mmu_type: str = CPU_MMU) -> bytes:
-    """The DTB of a machine of `harts` harts made of `slots`, laid out as QEMU 7.2 writes virt's tree."""
+                timebase_hz: int = TIMEBASE_HZ, isa: str = CPU_ISA, mmu_type: str = CPU_MMU,
+                initrd: tuple[int, int] | None = None) -> bytes:
+    """The DTB of a machine of `harts` harts made of `slots`, laid out as QEMU 7.2 writes virt's tree.
+
+    `initrd` (start, end) becomes /chosen's linux,initrd-start and -end, one cell each as
+    QEMU 7.2 writes them (two cells for an address past 4 GiB, which Linux also reads).
+    """
     if ram_size <= 0:
         raise ValueError(f"ram_size {ram_size:#x} must be positive")
     for slot in slots:
@@ -287,6 +296,9 @@ def device_tree(slots: Sequence[DeviceSlot], *, ram_base: int, ram_size: int, bo
     chosen = Node("chosen", {"stdout-path": string(f"/soc/serial@{UART0_BASE:x}")})
     if bootargs:
         chosen.set("bootargs", string(bootargs))
+    if initrd is not None:
+        for prop, value in zip(("linux,initrd-start", "linux,initrd-end"), initrd):
+            chosen.set(prop, u32(value) if value < 1 << 32 else u64(value))
     cores = Node("cluster0", {}, [Node(f"core{h}", {"cpu": u32(tree.cpu(h))}) for h in range(harts)])
     cpus = [_cpu_node(h, tree, isa, mmu_type) for h in range(harts)] + [Node("cpu-map", {}, [cores])]
     soc = Node("soc", {"#address-cells": u32(2), "#size-cells": u32(2),

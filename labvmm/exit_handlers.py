@@ -163,7 +163,7 @@ def handle_fault(ctx: ExitContext, fault: Fault):
         kind = fault.details.get("event", "no-device")
         cause = CAUSE_STORE_ACCESS if fault.details.get("is_write") else CAUSE_LOAD_ACCESS
     else:
-        kind = f"unmapped-{fault.kind}"
+        kind = fault.details.get("event", f"unmapped-{fault.kind}")
         cause = {"fetch": CAUSE_FETCH_ACCESS, "write": CAUSE_STORE_ACCESS}.get(fault.kind, CAUSE_LOAD_ACCESS)
     if ctx.policy() == "fault":
         privilege = ctx.cpu.get_privilege()

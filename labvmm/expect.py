@@ -1,8 +1,8 @@
 """Drive a guest's console with a script: wait for a prompt, type a line, time each step.
 
 A `Console` is anything that gives bytes the guest printed and takes bytes typed at it:
-`ProcessConsole` is a program's stdio through pipes (QEMU with `-nographic`); a labvmm VM's
-UART can be one too. `run_script` plays a list of `Step`s against a console and returns a
+`ProcessConsole` is a program's stdio through pipes (QEMU with `-nographic`); `VMConsole` is
+a labvmm VM's UART, which runs the host while it waits. `run_script` plays a list of `Step`s against a console and returns a
 `Transcript`: every byte printed, the wall time to the first byte and to each step's reply,
 and the output that belongs to each step. Tests compare transcripts (after normalizing the
 lines that depend on timing); benchmarks read the times.
@@ -171,6 +171,54 @@ def run_script(console: Console, steps: Sequence[Step]) -> Transcript:
                 t.first_byte_s = time.monotonic() - start
             t.output += chunk
     return t
+
+
+class VMConsole:
+    """A labvmm VM's console as a `Console`: reading runs the host until the VM prints.
+
+    `read` runs `host` in steps of `chunk_insns` instructions of virtual time until the VM
+    has printed something new, `timeout_s` of wall time passed, or the VM stopped (then
+    EOFError once its output is read). The host stops exactly where the guest printed
+    (`Host.run`'s `until` is checked after every slice), so the same script types at the
+    same virtual instant on every run: the transcript, the instruction counts and the state
+    hash are deterministic, however fast the machine is. A VM that waits for input with no
+    timer armed makes `read` return b"" at once.
+    """
+
+    def __init__(self, host, vm, *, chunk_insns: int = 5_000_000):
+        if chunk_insns <= 0:
+            raise ValueError(f"chunk_insns {chunk_insns!r} must be positive")
+        self.host, self.vm, self.chunk_insns = host, vm, chunk_insns
+        self._seen = vm.console.total
+        self.instructions_at_read: list[int] = []  # the VM's count when each read returned bytes
+
+    def _fresh(self) -> bytes:
+        console = self.vm.console
+        new = console.total - self._seen
+        self._seen = console.total
+        return bytes(console.data[-new:]) if new else b""  # bytes past the console's bound are lost
+
+    def read(self, timeout_s: float) -> bytes:
+        """The bytes the VM printed since the last read; b"" after `timeout_s`; EOFError once it stopped."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            if self.vm.console.total > self._seen:
+                self.instructions_at_read.append(self.vm.instructions)
+                return self._fresh()
+            if self.vm.state.value not in ("running", "paused", "created"):
+                raise EOFError(f"VM {self.vm.name!r} is {self.vm.state.value}")
+            result = self.host.run(max_insns=self.chunk_insns,
+                                   until=lambda h: self.vm.console.total > self._seen)
+            if result.stopped_because in ("all-idle", "all-paused") and self.vm.console.total == self._seen:
+                return b""
+            if time.monotonic() >= deadline and self.vm.console.total == self._seen:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        """Type `data` at the VM's UART (EOFError if the VM has stopped)."""
+        if self.vm.state.value not in ("running", "paused", "created"):
+            raise EOFError(f"VM {self.vm.name!r} is {self.vm.state.value}")
+        self.vm.send_input(bytes(data))
 
 
 class ProcessConsole:

@@ -13,20 +13,20 @@ from collections import deque
 
 from .attach import check_devices
 from .errors import ConfigError, ImageError, LabvmmError, OutOfMemoryError
-from . import iodevices
+from . import bootplan, iodevices
+from .bootplan import BIOS_CHOICES
 from .guests import resolve
 from .iodevices import check_disks, check_nics, rng_seed
 from .net import Switch
 from .harts import MAX_VCPUS
 from .isolation import IsolationLog, check_policy
-from .loader import check_fits, parse_image, read_image_file
 from .memory import MIB, PAGE_SIZE, FramePool, GuestMemory
 from .metrics import NS_PER_INSN, Alarm, AlarmBook, Monitor
 from .reports import Reports
 from .runloop import RunLoop, RunResult, Slice, check_positive_int
 from .scheduler import RoundRobin, make_policy
 from .sharing import PageSharing, SharedPage
-from .virt import KERNEL_BASE, RAM_BASE
+from .virt import RAM_BASE
 from .vm import FIRMWARES, VM, VMConfig, VMState
 
 DEFAULT_QUANTUM = 100_000
@@ -65,12 +65,15 @@ class Host(RunLoop, PageSharing, Reports):
 
     def create_vm(
         self,
-        image: str | os.PathLike,
+        image: str | os.PathLike | None = None,
         *,
         name: str | None = None,
         memory_mib: int = DEFAULT_VM_MEMORY_MIB,
         quota_mib: int | None = None,
         firmware: str | None = None,
+        bios: str | os.PathLike | None = None,
+        kernel: str | os.PathLike | None = None,
+        initrd: str | os.PathLike | None = None,
         params: dict[str, int] | None = None,
         bootargs: str = "",
         vcpus: int = 1,
@@ -84,6 +87,12 @@ class Host(RunLoop, PageSharing, Reports):
     ) -> VM:
         """Create a VM from a built-in guest name or an image path (started unless `start=False`).
 
+        `bios`, `kernel` and `initrd` boot it as QEMU's `-bios`, `-kernel` and `-initrd` do
+        (labvmm.bootplan): `bios="none"` runs the kernel in M-mode from the reset ROM,
+        `bios="labvmm"` makes labvmm its SBI firmware, a file (OpenSBI's fw_jump or
+        fw_dynamic, U-Boot's SPL-less image, a bare-metal program) goes at the start of RAM
+        with the kernel above it, every hart starting at the reset ROM at 0x1000;
+        `bootargs` is `-append`.
         `on_violation` says what an access outside the VM's RAM and devices does: "stop" the
         VM or "fault" (deliver an access fault to the guest's trap handler); see labvmm.isolation.
         `vcpus` (1-8) gives the VM that many harts sharing its RAM (labvmm.harts): under labvmm's
@@ -100,7 +109,11 @@ class Host(RunLoop, PageSharing, Reports):
         OutOfMemoryError when the pool or the quota cannot supply `memory_mib`; nothing is
         left half-created on error.
         """
-        default_name, path, info = resolve(image)
+        if image is None and kernel is None and (bios is None or bios in BIOS_CHOICES):
+            raise ImageError("create_vm needs an image (a built-in guest name or an image file), "
+                             "a kernel= or a bios= firmware file; none was given")
+        source = image if image is not None else kernel if kernel is not None else bios
+        default_name, path, info = resolve(source)
         name = default_name if name is None else name
         self._check_name(name)
         memory_mib = check_positive_int("memory_mib", memory_mib)
@@ -114,14 +127,23 @@ class Host(RunLoop, PageSharing, Reports):
             if memory_mib > quota_mib:
                 raise OutOfMemoryError(f"VM {name!r}: memory_mib {memory_mib} exceeds its quota of {quota_mib} MiB")
         if firmware is None:
-            firmware = "labvmm" if info is not None and info.privilege == "S" else "guest"
+            if bios is not None:
+                firmware = "labvmm" if bios == "labvmm" else "guest"
+            else:
+                firmware = "labvmm" if info is not None and info.privilege == "S" else "guest"
         if firmware not in FIRMWARES:
             raise ConfigError(f"firmware must be one of {', '.join(FIRMWARES)}, got {firmware!r}")
+        if bios is not None and firmware != ("labvmm" if bios == "labvmm" else "guest"):
+            raise ConfigError(f"firmware={firmware!r} contradicts bios={os.fspath(bios)!r}: bios='labvmm' is labvmm's "
+                              "firmware, any other bios is the guest's own")
         if not isinstance(bootargs, str):
             raise ConfigError(f"bootargs must be a string, got {type(bootargs).__name__}")
-        data = read_image_file(path)
-        loaded = parse_image(data, name, KERNEL_BASE if firmware == "labvmm" else RAM_BASE)
-        check_fits(loaded, RAM_BASE, memory_mib * MIB)
+        if bios is None and kernel is None and initrd is None:
+            loaded = bootplan.plan(image=path, firmware=firmware, ram_size=memory_mib * MIB, name=name)
+        else:
+            loaded = bootplan.plan(image=path if image is not None else None, bios=bios,
+                                   kernel=resolve(kernel)[1] if kernel is not None else None, initrd=initrd,
+                                   firmware=firmware, ram_size=memory_mib * MIB, name=name)
         if params is not None and not isinstance(params, dict):
             raise ConfigError(f"params must be a dict of name -> integer, got {type(params).__name__}")
         vcpus = check_positive_int("vcpus", vcpus, MAX_VCPUS)

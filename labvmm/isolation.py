@@ -13,6 +13,8 @@ Kinds of event:
 - ``unmapped-fetch``: an instruction fetch from such an address, or from a device window
   (device registers are never executable);
 - ``no-device``: a load or store inside a device's 4 KiB page where no register is;
+- ``rom-write``: a store to the boot ROM at 0x1000 (read and execute only; QEMU's virt drops
+  such a store silently, labvmm stops the VM or delivers a store access fault);
 - ``bad-device-access``: an access to a device of the user's own (labvmm.attach) that is not
   1, 2, 4 or 8 bytes, naturally aligned and inside its window, refused before its code ran;
 - ``bad-hypercall``: an SBI call refused for a bad pointer, length or parameter (probing an
@@ -54,8 +56,8 @@ from .errors import ConfigError
 from .memory import FREE, PAGE_SIZE
 
 KINDS = (
-    "unmapped-read", "unmapped-write", "unmapped-fetch", "no-device", "bad-device-access", "bad-hypercall",
-    "no-trap-handler", "bad-dma", "bad-descriptor", "notify-storm",
+    "unmapped-read", "unmapped-write", "unmapped-fetch", "no-device", "rom-write", "bad-device-access",
+    "bad-hypercall", "no-trap-handler", "bad-dma", "bad-descriptor", "notify-storm",
 )
 ACTIONS = ("fault-delivered", "vm-stopped", "call-refused", "device-needs-reset", "request-failed")
 POLICIES = ("stop", "fault")

@@ -157,7 +157,8 @@ class Vcpu:
             unicorn.UC_HOOK_MEM_READ_UNMAPPED
             | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED
             | unicorn.UC_HOOK_MEM_FETCH_UNMAPPED
-            | unicorn.UC_HOOK_MEM_FETCH_PROT,  # a jump into device registers (mapped, not executable)
+            | unicorn.UC_HOOK_MEM_FETCH_PROT  # a jump into device registers (mapped, not executable)
+            | unicorn.UC_HOOK_MEM_WRITE_PROT,  # a store to the boot ROM
             self._hook_unmapped,
         )
 
@@ -182,6 +183,14 @@ class Vcpu:
         """Map `size` bytes of host memory at `guest_addr` (read, write, execute)."""
         self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_ALL, host_addr)
         self._ram_maps[guest_addr] = (host_addr, size)
+
+    def map_rom(self, guest_addr: int, host_addr: int, size: int) -> None:
+        """Map `size` bytes of host memory at `guest_addr` read and execute only (the boot ROM).
+
+        A store to it stops the slice as a write fault (`on_fault`), which QEMU would drop
+        silently: labvmm treats it as the guest reaching outside what it was given.
+        """
+        self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC, host_addr)
 
     def map_mmio(self, base: int, size: int) -> None:
         """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits."""
@@ -423,10 +432,13 @@ class Vcpu:
                 unicorn.UC_MEM_WRITE_UNMAPPED: "write",
                 unicorn.UC_MEM_FETCH_UNMAPPED: "fetch",
                 unicorn.UC_MEM_FETCH_PROT: "fetch",
+                unicorn.UC_MEM_WRITE_PROT: "write",
             }.get(access, "access")
-            where = "device registers" if access == unicorn.UC_MEM_FETCH_PROT else "unmapped"
+            where = {unicorn.UC_MEM_FETCH_PROT: "device registers",
+                     unicorn.UC_MEM_WRITE_PROT: "the read-only boot ROM"}.get(access, "unmapped")
             pc = self._pcv.value
-            self._access_fault = Fault(kind, pc, address, size, f"{kind} of {size} bytes at {where} 0x{address:x}")
+            self._access_fault = Fault(kind, pc, address, size, f"{kind} of {size} bytes at {where} 0x{address:x}",
+                                       {"event": "rom-write"} if access == unicorn.UC_MEM_WRITE_PROT else {})
         return False
 
     # -- registers --------------------------------------------------------------------

@@ -20,6 +20,8 @@ from .devices import Plic
 from .dma import DeviceMemory
 from .errors import ConfigError, LifecycleError
 from .exits import BudgetDone, Fault, Halt, Idle, Preempted, Reset, Trap, Yield
+from .boot import RESET_ROM_BASE, RESET_ROM_SIZE, reset_rom
+from .bootplan import BootPlan, RomBuffer
 from .fdt import place_dtb
 from .hart import Hart
 from .iodevices import IoDevices
@@ -55,7 +57,7 @@ class VM(Lifecycle, inspection.Inspection):
         *,
         vm_id: int,
         config: VMConfig,
-        image: Image,
+        image: Image | BootPlan,
         memory: GuestMemory,
         host_clock: Callable[[], int],
         vm_count: Callable[[], int],
@@ -67,8 +69,11 @@ class VM(Lifecycle, inspection.Inspection):
         if config.firmware not in FIRMWARES:
             raise ConfigError(f"firmware must be one of {FIRMWARES}, got {config.firmware!r}")
         self.id, self.name, self.config = vm_id, config.name, config
-        self.image, self.memory = image, memory
-        self._param_writes = resolve_params(image, config.params)
+        #: How it boots (labvmm.bootplan): what goes where in RAM, where the harts start.
+        self.boot_plan = image if isinstance(image, BootPlan) else BootPlan.classic(image, config.firmware)
+        self.image, self.memory = self.boot_plan.main, memory
+        self._rom = RomBuffer()  # the reset ROM at 0x1000, as QEMU's virt has it
+        self._param_writes = resolve_params(self.image, config.params)
         self._host_clock, self._vm_count = host_clock, vm_count
         self.state = VMState.CREATED
         self.exit_code: int | None = None
@@ -151,18 +156,22 @@ class VM(Lifecycle, inspection.Inspection):
         self.cpu, self.interrupts, self.exit_context = self.hart.cpu, self.hart.interrupts, self.hart.exit_context
         if self.resets:
             self.memory.clear()
-        for seg in self.image.segments:
-            self.memory.write(seg.address, seg.data)
+        plan = self.boot_plan
+        for img in plan.images:
+            for seg in img.segments:
+                self.memory.write(seg.address, seg.data)
         for addr, value in self._param_writes.items():
             self.memory.write(addr, value.to_bytes(8, "little"))
         dtb = self.board.device_tree(ram_base=self.memory.base, ram_size=self.memory.size, bootargs=self.config.bootargs,
-                                     harts=self.config.vcpus)
+                                     harts=self.config.vcpus, initrd=plan.initrd)
         try:
-            self.dtb_address = place_dtb(self.memory.base, self.memory.size, len(dtb), above=self.image.end)
+            self.dtb_address = place_dtb(self.memory.base, self.memory.size, len(dtb), above=plan.end)
         except ValueError as exc:
             raise ConfigError(f"VM {self.name!r}: {exc}; give it more memory") from None
         self.memory.write(self.dtb_address, dtb)
-        self.harts.boot(entry=self.image.entry, dtb_address=self.dtb_address, firmware=self.config.firmware)
+        self._rom.write(reset_rom(plan.rom_jump if plan.rom_jump is not None else plan.main.entry,
+                                  self.dtb_address, plan.kernel_entry))
+        self.harts.boot(entry=plan.entry, dtb_address=self.dtb_address, firmware=plan.firmware)
         self._events.invalidate()
         if self.timer_listener is not None:
             self.timer_listener()
@@ -173,6 +182,7 @@ class VM(Lifecycle, inspection.Inspection):
                     timer_changed=self._timer_changed, make_context=self._exit_context, guest_read=self.guest_read)
         for guest, host, size in self.memory.host_pointers():
             hart.cpu.map_ram(guest, host, size)
+        hart.cpu.map_rom(RESET_ROM_BASE, self._rom.address, RESET_ROM_SIZE)
         for slot in self.bus.slots:
             hart.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF)
         return hart

@@ -59,13 +59,13 @@ RUN_LIMIT = 400_000_000
 #: Wall-clock seconds after which a scenario counts as having wedged the host.
 WATCHDOG_SECONDS = 30
 RAM_BASE = 0x8000_0000
-#: Where the wild-access guests aim, over the whole 64-bit address space: below the
-#: devices, between them, past the last virtio slot, just below and just past RAM, far
+#: Where the wild-access guests aim, over the whole 64-bit address space: below the boot
+#: ROM, just past it (the ROM itself is tests/test_bootplan.py's), between the devices, past the last virtio slot, just below and just past RAM, far
 #: above it, at the top of the 56-bit physical space and past it, addresses that alias RAM
 #: if truncated to 32 or 56 bits, non-canonical and high canonical addresses.
 WILD_ADDRESSES = (
     0x0,
-    0x1000,
+    0x0001_0000,
     0x0010_1000,
     0x0300_0000,
     0x0C60_0000,

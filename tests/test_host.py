@@ -352,7 +352,7 @@ def test_every_error_is_a_labvmm_error(host):
             call()
 
 
-@pytest.mark.parametrize("image", [123, b"hello", None])
+@pytest.mark.parametrize("image", [123, b"hello"])  # None: no image at all (tests/test_bootplan.py)
 def test_a_guest_named_by_a_non_path_is_an_image_error(host, image):
     """create_vm with neither a name nor a path raises ImageError naming the value, not TypeError."""
     before = frames_and_vms(host)

@@ -46,7 +46,12 @@ CORE = requirement_names(PROJECT["dependencies"])
 
 
 def imports_of(source: str) -> set[str]:
-    """Top-level modules a piece of Python imports (IPython magics and shell lines skipped)."""
+    """Top-level modules a piece of Python imports (IPython magics and shell lines skipped).
+
+    A cell magic (`%%guest`, `%%bash`) makes the whole cell another language: no imports.
+    """
+    if source.lstrip().startswith("%%"):
+        return set()
     source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
     names = set()
     for node in ast.walk(ast.parse(source)):
