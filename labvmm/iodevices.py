@@ -36,7 +36,8 @@ class Disk:
         overlay: a qcow2 file that takes this VM's writes over `path` (created when missing).
         format: "raw" or "qcow2"; None guesses from the file.
         serial: what the guest reads with GET_ID (default: the VM name and the disk index).
-        rate_limit: a labvmm.ratelimit.RateLimiter, or Firecracker's form
+        rate_limit: a labvmm.ratelimit.RateLimiter (or a limiter of your own with its
+            `consume(ops, nbytes, now_ns) -> wait_ns`), or Firecracker's form
             {"bandwidth": {...}, "ops": {...}}.
         backing_dirs: directories an image's backing file may come from besides its own.
     """
@@ -65,12 +66,14 @@ class Nic:
     rate_limit: RateLimiter | dict | None = None
 
 
-def _limiter(what: str, value) -> RateLimiter | None:
-    if value is None or isinstance(value, RateLimiter):
+def _limiter(what: str, value):
+    """A device's rate limiter from what the user gave: a limiter of any kind (consume(ops, nbytes, now_ns)), a dict, None."""
+    if value is None or callable(getattr(value, "consume", None)):
         return value
     if isinstance(value, dict):
         return RateLimiter.from_config(value)
-    raise ConfigError(f"{what} rate_limit must be a RateLimiter or a dict of bandwidth/ops buckets, got {value!r}")
+    raise ConfigError(f"{what} rate_limit must be a RateLimiter (or anything with consume(ops, nbytes, now_ns)) "
+                      f"or a dict of bandwidth/ops buckets, got {value!r}")
 
 
 def check_disks(disks) -> list[Disk]:
