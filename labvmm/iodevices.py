@@ -92,6 +92,7 @@ def check_disks(disks) -> list[Disk]:
             raise ConfigError(f"disks[{i}] format must be 'raw', 'qcow2' or None (guess), got {item.format!r}")
         if item.serial is not None and (not isinstance(item.serial, str) or len(item.serial.encode()) > 20):
             raise ConfigError(f"disks[{i}] serial must be text of at most 20 bytes (virtio-blk GET_ID), got {item.serial!r}")
+        _limiter(f"disks[{i}]", item.rate_limit)  # refused before any file is opened
         out.append(item)
     return out
 
@@ -108,6 +109,7 @@ def check_nics(nics) -> list[Nic]:
             item = Nic(item)
         if not isinstance(item, Nic) or not isinstance(item.switch, str) or not item.switch:
             raise ConfigError(f"nics[{i}] must be a switch name or a labvmm.Nic, got {item!r}")
+        _limiter(f"nics[{i}]", item.rate_limit)
         out.append(item)
     return out
 

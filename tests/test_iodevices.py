@@ -91,3 +91,32 @@ def test_describe_tells_image_format_overlay_and_read_only(tmp_path):
         "qcow2", str(tmp_path / "mine.qcow2"), str(base), False)
     assert (facts["disk1"]["format"], facts["disk1"]["overlay"], facts["disk1"]["read_only"]) == ("raw", None, True)
     assert facts["disk1"]["size_bytes"] == 2048 * 512 and facts["rng"] == {"slot": 2, "kind": "rng", "rate_limit": None, "seed": 7}
+
+
+def test_a_disk_takes_a_limiter_of_its_own_and_refuses_what_is_none(tmp_path):
+    """Disk(rate_limit=) takes any object with consume(ops, nbytes, now_ns); the device asks it before each request."""
+
+    class Every2ms:
+        """Lets a request through every 2 virtual ms."""
+
+        def __init__(self):
+            self.asked, self.next_ns = 0, 0
+
+        def consume(self, ops=1, nbytes=0, *, now_ns):
+            self.asked += 1
+            if now_ns < self.next_ns:
+                return self.next_ns - now_ns
+            self.next_ns = now_ns + 2_000_000
+            return 0
+
+    limiter = Every2ms()
+    image = pattern_image(tmp_path / "disk.img", sectors=512)
+    host = Host(memory_mib=64)
+    vm = host.create_vm("disk", memory_mib=16, disks=[Disk(image, rate_limit=limiter)], params={"read_count": 80})
+    host.run(max_insns=100_000_000)
+    requests = sum(n for k, n in vm.device_stats()["disk0"].items() if k.startswith("requests_"))
+    assert vm.exit_code == 0 and requests == 1 + 10 + 1 + 1 + 1  # GET_ID, 10 reads, a write, FLUSH, a read back
+    assert host.clock >= (requests - 1) * 200_000 and limiter.asked >= requests  # 2 ms = 200,000 instructions apart
+    assert vm.io.describe()["disk0"]["rate_limit"] == {"custom": "Every2ms"}
+    with pytest.raises(ConfigError, match=r"disks\[0\] rate_limit must be a RateLimiter \(or anything with consume"):
+        host.create_vm("disk", name="bad", memory_mib=16, disks=[Disk(image, rate_limit=object())])

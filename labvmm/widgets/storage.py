@@ -184,7 +184,7 @@ class StoragePanel(Panel):
             flags = " <b>read-only</b>" if r["read_only"] else ""
             body.append(
                 f"<tr><td>{html.escape(r['vm'])}</td><td>{r['disk']}{flags}</td><td style='word-break:break-all'>"
-                f"{image}</td><td>{r['format']}</td><td>{r['size_bytes'] / MIB:g} MiB</td><td>{r['requests']:,}</td>"
+                f"{image}</td><td>{r['format']}</td><td>{r['size_bytes'] / MIB:.4g} MiB</td><td>{r['requests']:,}</td>"
                 f"<td>{r['bytes_read'] / MIB:.2f} MiB</td><td>{r['bytes_written'] / MIB:.2f} MiB</td>"
                 f"<td>{r['throttled_ns'] / 1e6:,.1f} ms{' (waiting)' if r['throttled'] else ''}</td>"
                 f"<td>{_slider_label(r['limit_mib_per_s'])}</td></tr>")
