@@ -21,7 +21,7 @@ from .net import Switch
 from .harts import MAX_VCPUS
 from .isolation import IsolationLog, check_policy
 from .memory import MIB, PAGE_SIZE, FramePool, GuestMemory
-from .metrics import Alarm, AlarmBook, Monitor
+from .metrics import NS_PER_INSN, Alarm, AlarmBook, Monitor
 from .reports import Reports
 from .runloop import RunLoop, RunResult, Slice, check_positive_int
 from .scheduler import RoundRobin, make_policy
@@ -307,6 +307,17 @@ class Host(RunLoop, PageSharing, Reports):
 
     def _switch_for(self, name: str) -> Switch:
         return self.switches[name] if name in self.switches else self.add_switch(name)
+
+    def set_rate_limit(self, vm_name: str, device: str, limit):
+        """Change the rate limit of a VM's disk or NIC ("disk0", "net0", "rng") live, from the next request on.
+
+        `limit`: a labvmm.ratelimit.RateLimiter, Firecracker's dict form (updates the
+        limiter in place: a key left out keeps its bucket, None removes it) or None for no
+        limit; see labvmm.iodevices.IoDevices.set_rate_limit. Returns the limiter in place.
+        Raises ConfigError for an unknown VM or device, or a bad limit.
+        """
+        vm = self.vm(vm_name)
+        return vm.io.set_rate_limit(device, limit, self.clock * NS_PER_INSN, vm_name=vm.name)
 
     def wanting_cpu(self) -> list[VM]:
         """The VMs that want the CPU now: running and not waiting in wfi for an interrupt.

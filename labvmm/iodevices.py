@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import ConfigError
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, bucket_from_config
 
 #: virtio-mmio slots of QEMU's virt machine.
 VIRTIO_SLOTS = 8
@@ -35,7 +36,8 @@ class Disk:
         overlay: a qcow2 file that takes this VM's writes over `path` (created when missing).
         format: "raw" or "qcow2"; None guesses from the file.
         serial: what the guest reads with GET_ID (default: the VM name and the disk index).
-        rate_limit: a labvmm.ratelimit.RateLimiter, or Firecracker's form
+        rate_limit: a labvmm.ratelimit.RateLimiter (or a limiter of your own with its
+            `consume(ops, nbytes, now_ns) -> wait_ns`), or Firecracker's form
             {"bandwidth": {...}, "ops": {...}}.
         backing_dirs: directories an image's backing file may come from besides its own.
     """
@@ -64,12 +66,14 @@ class Nic:
     rate_limit: RateLimiter | dict | None = None
 
 
-def _limiter(what: str, value) -> RateLimiter | None:
-    if value is None or isinstance(value, RateLimiter):
+def _limiter(what: str, value):
+    """A device's rate limiter from what the user gave: a limiter of any kind (consume(ops, nbytes, now_ns)), a dict, None."""
+    if value is None or callable(getattr(value, "consume", None)):
         return value
     if isinstance(value, dict):
         return RateLimiter.from_config(value)
-    raise ConfigError(f"{what} rate_limit must be a RateLimiter or a dict of bandwidth/ops buckets, got {value!r}")
+    raise ConfigError(f"{what} rate_limit must be a RateLimiter (or anything with consume(ops, nbytes, now_ns)) "
+                      f"or a dict of bandwidth/ops buckets, got {value!r}")
 
 
 def check_disks(disks) -> list[Disk]:
@@ -88,6 +92,7 @@ def check_disks(disks) -> list[Disk]:
             raise ConfigError(f"disks[{i}] format must be 'raw', 'qcow2' or None (guess), got {item.format!r}")
         if item.serial is not None and (not isinstance(item.serial, str) or len(item.serial.encode()) > 20):
             raise ConfigError(f"disks[{i}] serial must be text of at most 20 bytes (virtio-blk GET_ID), got {item.serial!r}")
+        _limiter(f"disks[{i}]", item.rate_limit)  # refused before any file is opened
         out.append(item)
     return out
 
@@ -104,6 +109,7 @@ def check_nics(nics) -> list[Nic]:
             item = Nic(item)
         if not isinstance(item, Nic) or not isinstance(item.switch, str) or not item.switch:
             raise ConfigError(f"nics[{i}] must be a switch name or a labvmm.Nic, got {item!r}")
+        _limiter(f"nics[{i}]", item.rate_limit)
         out.append(item)
     return out
 
@@ -119,12 +125,42 @@ def rng_seed(vm_name: str, rng) -> int | None:
     raise ConfigError(f"rng must be True, False or a seed 0..2**64-1, got {rng!r}")
 
 
+class IoCounters(NamedTuple):
+    """A VM's I/O at one instant, summed over its disks and over its NICs (what the monitor samples).
+
+    Every field is a counter since the VM was created except `disk_queue_depth`, the requests
+    made available to its disks and not yet taken at that instant. Received (rx) and sent
+    (tx) are from the VM's side. `net_drops` counts frames its NICs dropped (both ways) and
+    frames the switch dropped at its ports, each frame once.
+    """
+
+    disk_requests: int = 0
+    disk_bytes_read: int = 0
+    disk_bytes_written: int = 0
+    disk_throttled_ns: int = 0
+    disk_queue_depth: int = 0
+    net_rx_frames: int = 0
+    net_rx_bytes: int = 0
+    net_tx_frames: int = 0
+    net_tx_bytes: int = 0
+    net_drops: int = 0
+    net_throttled_ns: int = 0
+
+
+#: The switch's drop reasons at a VM's port that its NIC did not count already ("refused" is
+#: the NIC's own receive drop, in its rx_dropped_* counters).
+_PORT_DROPS = ("runt", "oversize", "backlog-full", "bad-source", "mac-table-full", "detached",
+               "no-receiver", "receiver-error")
+
+
 class IoDevices:
     """The virtio devices of one VM by slot, with what they hold open (disk files, switch ports)."""
 
     def __init__(self) -> None:
         self.by_slot: dict[int, object] = {}  # slot -> BlockDevice / NetDevice / RngDevice
         self.names: dict[int, str] = {}  # slot -> "disk0", "net0", "rng"
+        self.disks: dict[str, tuple[Disk, object]] = {}  # "disk0" -> (what was asked, its BlockBackend)
+        self.nics: dict[str, tuple[object, str]] = {}  # "net0" -> (its switch, its port's name)
         self._backends: list = []
         self._ports: list[tuple[object, str]] = []  # (switch, port name)
 
@@ -141,6 +177,114 @@ class IoDevices:
     def stats(self) -> dict[str, dict]:
         """Per-device counters by name (requests, bytes, notifications, throttled time, errors)."""
         return {self.names[slot]: dict(getattr(dev, "stats", {})) for slot, dev in sorted(self.by_slot.items())}
+
+    def device(self, name: str, vm_name: str = "this VM"):
+        """The device model called `name` ("disk0", "net0", "rng"); ConfigError naming the devices there are."""
+        for slot, known in self.names.items():
+            if known == name:
+                return self.by_slot[slot]
+        have = ", ".join(self.names[s] for s in sorted(self.names)) or "none"
+        raise ConfigError(f"VM {vm_name!r} has no device {name!r} (its devices: {have})")
+
+    def counters(self, now_ns: int) -> IoCounters:
+        """The VM's I/O counters at virtual time `now_ns` (a wait for a rate limiter in progress counts)."""
+        if not self.by_slot:
+            return _NO_IO
+        disk = [0, 0, 0, 0, 0]
+        for _, backend_device in self._disk_devices():
+            stats = backend_device.stats
+            disk[0] += sum(n for key, n in stats.items() if key.startswith("requests_"))
+            disk[1] += stats["bytes_read"]
+            disk[2] += stats["bytes_written"]
+            disk[3] += backend_device.throttled_ns_at(now_ns)
+            disk[4] += backend_device.queue_depth()
+        net = [0, 0, 0, 0, 0, 0]
+        for name, device in self._nic_devices():
+            stats = device.stats
+            net[0] += stats["rx_frames"]
+            net[1] += stats["rx_bytes"]
+            net[2] += stats["tx_frames"]
+            net[3] += stats["tx_bytes"]
+            net[4] += sum(n for key, n in stats.items() if "_dropped_" in key)
+            switch, port = self.nics[name]
+            if port in switch.ports:
+                drops = switch.ports[port].counters["drops"]
+                net[4] += sum(drops[reason] for reason in _PORT_DROPS)
+            net[5] += device.throttled_ns_at(now_ns)
+        return IoCounters(*disk, *net)
+
+    def _disk_devices(self):
+        return [(self.names[slot], dev) for slot, dev in sorted(self.by_slot.items()) if self.names[slot] in self.disks]
+
+    def _nic_devices(self):
+        return [(self.names[slot], dev) for slot, dev in sorted(self.by_slot.items()) if self.names[slot] in self.nics]
+
+    def set_rate_limit(self, name: str, limit, now_ns: int, vm_name: str = "this VM") -> object | None:
+        """Change device `name`'s rate limiter live; returns the limiter now in place (None: unlimited).
+
+        `limit` is a RateLimiter (or anything with consume(ops, nbytes, now_ns)) that replaces
+        the device's, None to remove it, or Firecracker's form {"bandwidth": {...}, "ops":
+        {...}}: a RateLimiter already in place is updated in place (RateLimiter.update keeps
+        its tokens), a key left out keeps that bucket and a key set to None (or a size of 0)
+        removes it, as Firecracker's PATCH /drives does; without a RateLimiter in place the
+        dict makes a new one. A request waiting for the old limiter is retried at once.
+
+        Raises:
+            ConfigError: no device of that name, or a limit of another type.
+        """
+        device = self.device(name, vm_name)
+        if limit is None or callable(getattr(limit, "consume", None)):
+            device.rate_limiter = limit
+        elif isinstance(limit, dict):
+            current = device.rate_limiter
+            if isinstance(current, RateLimiter):
+                if not set(limit) <= {"bandwidth", "ops"}:
+                    raise ConfigError(f"a rate limit must be a dict with keys bandwidth and/or ops, got {limit!r}")
+                changes = {key: bucket_from_config(key, value) for key, value in limit.items()}
+                current.update(**changes, now_ns=now_ns)
+            else:
+                device.rate_limiter = RateLimiter.from_config(limit)
+        else:
+            raise ConfigError(f"{name} rate limit must be a RateLimiter, a dict of bandwidth/ops buckets or None, "
+                              f"got {limit!r}")
+        if device.throttled and device.link is not None:
+            device.wake_at(now_ns)  # the waiting request asks the new limits at once
+        return device.rate_limiter
+
+    def describe(self) -> dict[str, dict]:
+        """What each device is, as plain data: a disk's image, format, overlay, read-only; a NIC's switch, port, MAC."""
+        out = {}
+        for slot, device in sorted(self.by_slot.items()):
+            name = self.names[slot]
+            facts = {"slot": slot, "kind": name.rstrip("0123456789"), "rate_limit": _limit_facts(device.rate_limiter)}
+            if name in self.disks:
+                spec, backend = self.disks[name]
+                base = getattr(getattr(backend, "backing", None), "path", None)
+                facts.update(image=os.fspath(spec.path), format=getattr(backend, "format", spec.format),
+                             overlay=None if spec.overlay is None else os.fspath(spec.overlay),
+                             base=base, read_only=bool(backend.readonly), size_bytes=backend.size_bytes,
+                             serial=device.serial)
+            elif name in self.nics:
+                switch, port = self.nics[name]
+                facts.update(switch=switch.name, port=port, mac=":".join(f"{b:02x}" for b in device.mac),
+                             mtu=device.mtu, link_up=device.link_up)
+            else:
+                facts.update(seed=getattr(device, "seed", None))
+            out[name] = facts
+        return out
+
+
+_NO_IO = IoCounters()
+
+
+def _limit_facts(limiter) -> dict | None:
+    """A limiter's buckets as plain data ({"bandwidth": {size, refill_time_ms}, "ops": ...}); None for none."""
+    if limiter is None:
+        return None
+    if not isinstance(limiter, RateLimiter):
+        return {"custom": type(limiter).__name__}
+    return {key: None if bucket is None else {"size": bucket.size, "refill_time_ms": bucket.refill_time_ms}
+            for key, bucket in (("bandwidth", limiter.bandwidth), ("ops", limiter.ops))}
 
 
 def build(vm_name: str, disks: list[Disk], nics: list[Nic], seed: int | None, switch_for) -> IoDevices:
@@ -164,6 +308,7 @@ def build(vm_name: str, disks: list[Disk], nics: list[Nic], seed: int | None, sw
             backend = open_disk(disk.path, format=disk.format, readonly=disk.readonly, overlay=disk.overlay,
                                 backing_dirs=tuple(disk.backing_dirs))
             io._backends.append(backend)
+            io.disks[f"disk{i}"] = (disk, backend)
             serial = disk.serial if disk.serial is not None else f"{vm_name}-disk{i}"[:20]
             io.by_slot[slot] = BlockDevice(backend, serial=serial, rate_limiter=_limiter(f"disks[{i}]", disk.rate_limit))
             io.names[slot] = f"disk{i}"
@@ -174,6 +319,7 @@ def build(vm_name: str, disks: list[Disk], nics: list[Nic], seed: int | None, sw
             name = f"{vm_name}.net{i}"
             port = switch.add_port(name, mac)
             io._ports.append((switch, name))
+            io.nics[f"net{i}"] = (switch, name)
             io.by_slot[slot] = NetDevice(mac, port, rate_limiter=_limiter(f"nics[{i}]", nic.rate_limit), mtu=switch.mtu)
             io.names[slot] = f"net{i}"
             slot += 1
@@ -186,4 +332,4 @@ def build(vm_name: str, disks: list[Disk], nics: list[Nic], seed: int | None, sw
     return io
 
 
-__all__ = ["Disk", "Nic", "IoDevices", "build", "check_disks", "check_nics", "rng_seed", "VIRTIO_SLOTS"]
+__all__ = ["Disk", "Nic", "IoCounters", "IoDevices", "build", "check_disks", "check_nics", "rng_seed", "VIRTIO_SLOTS"]

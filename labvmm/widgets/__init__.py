@@ -3,7 +3,8 @@
     from labvmm.widgets import Dashboard
     Dashboard(host).start()
 
-Every panel also works on its own (`VMsPanel(host)`, `RegistersPanel(vm)`, ...). Panels read
+Every panel also works on its own (`VMsPanel(host)`, `RegistersPanel(vm)`, `StoragePanel(host)`,
+`NetworkPanel(host)`, ...). Panels read
 plain snapshots that a `Runner` takes between chunks of guest time and act through its
 command queue; the core (everything outside this package) never imports a widget library.
 `panel.refresh()` redraws everything from the host as it is now; a `Refresher` keeps panels
@@ -16,9 +17,11 @@ from .allocation import AllocationPanel
 from .console import ConsolePanel
 from .dashboard import Dashboard
 from .isolation import IsolationPanel
+from .network import NetworkPanel
 from .refresh import Refresher
 from .registers import RegistersPanel
 from .runner import Runner, Snapshot, VmView
+from .storage import StoragePanel
 from .timeline import TimelinePanel
 from .vms import VMsPanel
 from .window import ChartWindow
@@ -47,5 +50,7 @@ __all__ = [
     "IsolationPanel",
     "ConsolePanel",
     "TimelinePanel",
+    "StoragePanel",
+    "NetworkPanel",
     "ChartWindow",
 ]

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 
 from .charts import draw_shares, figure_png, png_bytes, share_chart
 from .palette import vm_color
-from .panel import Panel, percent, source_for
+from .panel import Panel, PendingValues, percent, source_for
 from .window import ChartWindow
 
 DEFAULT_WINDOW = "20 s wall"
@@ -58,10 +58,8 @@ class AllocationPanel(Panel):
         self.boxes: dict[tuple[str, str], widgets.BoundedIntText] = {}  # the number box beside each slider
         self._slider_key: tuple = ()
         self._syncing = False
-        # (vm, parameter) -> snapshot version from which a value set on a slider shows;
-        # older snapshots must not move that slider back (float("inf") until applied).
-        self._moved: dict[tuple[str, str], float] = {}
         super().__init__(source, [self.legend, self.chart, self.memory, self.sliders_box])
+        self._unapplied = PendingValues(self.source)  # a value set on a slider: older snapshots leave it
 
     # -- sliders -------------------------------------------------------------------------
     def set_parameter(self, vm_name: str, parameter: str, value: int):
@@ -70,10 +68,7 @@ class AllocationPanel(Panel):
 
     def _slider_changed(self, change, vm_name: str, parameter: str) -> None:
         if not self._syncing:
-            key = (vm_name, parameter)
-            self._moved[key] = float("inf")
-            future = self.set_parameter(vm_name, parameter, change["new"])
-            future.add_done_callback(lambda _: self._moved.__setitem__(key, self.source.version))
+            self._unapplied.set((vm_name, parameter), self.set_parameter(vm_name, parameter, change["new"]))
 
     def _build_sliders(self, snap) -> None:
         key = (snap.policy, tuple(snap.vms))
@@ -119,10 +114,8 @@ class AllocationPanel(Panel):
         self._syncing = True
         try:
             for (name, parameter), slider in self.sliders.items():
-                if (name, parameter) in self._moved:
-                    if snap.version < self._moved[(name, parameter)]:
-                        continue  # the user's value is not applied yet: this snapshot is older
-                    del self._moved[(name, parameter)]
+                if self._unapplied.stale((name, parameter), snap):
+                    continue  # the user's value is not applied yet: this snapshot is older
                 view = snap.vms.get(name)
                 value = view.scheduling.get(parameter) if view else None
                 if isinstance(value, int) and slider.min <= value <= slider.max and slider.value != value:

@@ -28,10 +28,12 @@ from .allocation import DEFAULT_WINDOW
 from .charts import draw_memory, draw_shares, draw_timeline, figure_png, ownership_raster, png_bytes
 from .console import ConsolePanel
 from .isolation import IsolationPanel
+from .network import NetworkPanel
 from .panel import Panel, RunnerSource, header
 from .refresh import DEFAULT_HZ, Refresher
 from .registers import RegistersPanel
 from .runner import DEFAULT_CHUNK_INSNS, Runner
+from .storage import StoragePanel
 from .timeline import SPAN_INSNS, TimelinePanel
 from .vms import VMsPanel
 from .window import ChartWindow
@@ -103,6 +105,11 @@ def _memory_view(host, runner):
     return MemoryMap(host, runner=runner)
 
 
+def _has_disks(host) -> bool:
+    """True when a VM of the host has a virtual disk."""
+    return any(getattr(vm, "io", None) is not None and vm.io.disks for vm in host.vms.values())
+
+
 class Dashboard(widgets.VBox):
     """Every panel for one host, a Runner that runs it in the background, and a 25 Hz refresh loop.
 
@@ -110,7 +117,8 @@ class Dashboard(widgets.VBox):
     times a second (SLOW_INTERVAL), all in the same tick; charts once a second, the memory map when
     the pool changed, and a panel whose button or slider was used redraws as soon as the
     runner has applied it. `refresh()`, and the runner stopping, redraw everything at once.
-    The panels sit in a grid that puts two side by side where there is room for both and
+    A host with disks or switches also gets the storage and network panels (labvmm.widgets.storage,
+    .network). The panels sit in a grid that puts two side by side where there is room for both and
     one under the other where there is not (JupyterLab with its file browser open at 1280
     pixels), so no panel is ever cut off. Running the cell again stops this dashboard's run
     (one live runner per host: labvmm.widgets.runner).
@@ -148,6 +156,11 @@ class Dashboard(widgets.VBox):
         self.timeline = TimelinePanel(host, self.runner, span_insns=span_insns)
         self.memory = _memory_view(host, self.runner)
         self.panels = [self.vms, self.registers, self.console, self.allocation, self.isolation, self.timeline]
+        # Storage and network only where there is something to show: a VM with a disk, a switch.
+        self.storage = StoragePanel(host, self.runner, window=window) if _has_disks(host) else None
+        self.network = NetworkPanel(host, self.runner, window=window) if host.switches else None
+        io_panels = [p for p in (self.storage, self.network) if p is not None]
+        self.panels += io_panels
         memory_box = widgets.VBox([header("Host memory", (
             "each cell is one 4 KiB frame of the host's pool, coloured by the VM that owns it, grey when "
             "free. A VM can only ever reach its own frames. Point at a cell to see the page; scroll to "
@@ -167,7 +180,7 @@ class Dashboard(widgets.VBox):
             "with <i>pace</i> to watch a change happen."
         )
         grid = widgets.GridBox(
-            [self.registers, memory_box, self.allocation, self.timeline, self.isolation, self.console],
+            [self.registers, memory_box, self.allocation, self.timeline, *io_panels, self.isolation, self.console],
             layout=widgets.Layout(grid_template_columns=GRID_COLUMNS, grid_gap="10px 16px", width="100%"))
         grid.add_class("labvmm-grid")
         super().__init__([intro, self.vms, grid], layout=widgets.Layout(width="100%", min_width="0"))
@@ -263,6 +276,7 @@ class Dashboard(widgets.VBox):
         snap = self.runner.snapshot()
         parts = [self.vms.summary(snap), self.allocation.summary(snap), self.registers.summary(snap),
                  self.isolation.summary(snap), self.timeline.summary(snap), self.console.summary(snap)]
+        parts += [panel.summary(snap) for panel in (self.storage, self.network) if panel is not None]
         memory = snap.memory
         parts.append(f"Host memory: {memory.get('total_frames', 0)} frames, {memory.get('free_frames', 0)} free, "
                      + ", ".join(f"{n} {f}" for n, f in memory.get("owned_frames", {}).items()))

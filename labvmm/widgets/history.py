@@ -121,31 +121,53 @@ class SliceTable(NamedTuple):
         return SliceTable(zero, zero, np.zeros(0, np.int32), np.zeros(0, np.int32), (), (), 0)
 
 
-class SampleHistory:
-    """Per VM, the monitor's samples converted into arrays as they come (only new ones each time)."""
+class MetricHistory:
+    """Per VM, chosen fields of the monitor's samples as arrays, converting only the samples added since.
 
-    def __init__(self, keep: int) -> None:
+    Args:
+        keep: samples a view holds at most.
+        fields: Sample fields to keep (a None value, such as a target share when there is
+            none, becomes NaN); the time of each sample is the column "time_insns".
+    """
+
+    def __init__(self, keep: int, fields: tuple[str, ...]) -> None:
         self.keep = keep
+        self.fields = tuple(fields)
         self._buffers: dict[str, AppendOnly] = {}
         self._newest: dict[str, object] = {}  # VM -> the newest Sample converted (identity)
 
-    def series(self, name: str, buffer) -> SampleSeries:
-        """The VM's samples, oldest first, after converting those added to `buffer` (a deque of Samples)."""
+    def columns(self, name: str, buffer) -> dict[str, np.ndarray] | None:
+        """The VM's samples, oldest first, column by column, after converting those added to `buffer` (None: no samples)."""
         if not buffer:
             self._buffers.pop(name, None)
             self._newest.pop(name, None)
-            return SampleSeries.empty()
+            return None
         history = self._buffers.get(name)
         if history is None:
-            history = self._buffers[name] = AppendOnly({"t": "i8", "share": "f8", "target": "f8"}, self.keep)
+            dtypes = {"time_insns": "i8", **dict.fromkeys(self.fields, "f8")}
+            history = self._buffers[name] = AppendOnly(dtypes, self.keep)
         newest = buffer[-1]
         if self._newest.get(name) is not newest:
             fresh = _newer_than(buffer, self._newest.get(name), self.keep)
-            history.append(t=[s.time_insns for s in fresh], share=[s.cpu_share for s in fresh],
-                           target=[np.nan if s.target_share is None else s.target_share for s in fresh])
+            values = {f: [np.nan if getattr(s, f) is None else getattr(s, f) for s in fresh] for f in self.fields}
+            history.append(time_insns=[s.time_insns for s in fresh], **values)
             self._newest[name] = newest
-        cols = history.view()
-        return SampleSeries(cols["t"], cols["share"], cols["target"])
+        return history.view()
+
+
+class SampleHistory:
+    """Per VM, the monitor's CPU shares and targets converted into arrays as they come (only new ones each time)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._history = MetricHistory(keep, ("cpu_share", "target_share"))
+
+    def series(self, name: str, buffer) -> SampleSeries:
+        """The VM's samples, oldest first, after converting those added to `buffer` (a deque of Samples)."""
+        cols = self._history.columns(name, buffer)
+        if cols is None:
+            return SampleSeries.empty()
+        return SampleSeries(cols["time_insns"], cols["cpu_share"], cols["target_share"])
 
 
 class SliceHistory:

@@ -253,6 +253,34 @@ class Panel(widgets.VBox):
         return data
 
 
+class PendingValues:
+    """Controls (sliders) whose value the user set and no snapshot shows yet, so that older snapshots leave them alone.
+
+    A panel calls `set(key, future)` with the Future of the command that applies the value;
+    while redrawing, `stale(key, snap)` is True for snapshots taken before the command took
+    effect (the control keeps the user's value), and False from then on (it follows the
+    host again, also when something else changes the value later).
+    """
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self._since: dict = {}  # key -> snapshot version from which the value shows (inf until applied)
+
+    def set(self, key, future: Future) -> None:
+        """The user set control `key`; `future` resolves once the command is applied."""
+        self._since[key] = float("inf")
+        future.add_done_callback(lambda _: self._since.__setitem__(key, self._source.version))
+
+    def stale(self, key, snap: Snapshot) -> bool:
+        """True when `snap` is older than the value the user gave control `key` (do not move it)."""
+        if key not in self._since:
+            return False
+        if snap.version < self._since[key]:
+            return True
+        del self._since[key]
+        return False
+
+
 def percent(value: float | None) -> str:
     """0.3333 -> '33.3%' (None -> '-')."""
     return "-" if value is None else f"{100 * value:.1f}%"

@@ -22,6 +22,7 @@ from ..errors import GuestMemoryError, LabvmmError
 from ..memory import PAGE_SIZE
 from ..metrics import DEFAULT_CAPACITY
 from .history import SampleHistory, SampleSeries, SliceHistory, SliceTable
+from .iosnapshot import IoCache, IoParts, has_io, io_parts
 
 EVENTS_KEPT = 200  # newest isolation events and alarm events in a snapshot
 CONSOLE_KEPT = 4_096  # newest console characters per VM in a snapshot
@@ -101,6 +102,7 @@ class Snapshot:
     isolation_total: int = 0
     alarm_log: list[dict] = field(default_factory=list)  # newest last
     page: dict | None = None  # the watched host frame (Runner.watch_frame): page_view()
+    io: IoParts = field(default_factory=IoParts)  # disks, NICs, switches and I/O metrics (labvmm.widgets.iosnapshot)
 
 
 class SnapshotCache:
@@ -118,6 +120,7 @@ class SnapshotCache:
         self.isolation: tuple[int, list] = (-1, [])  # (log total, events as dicts, newest first)
         self.alarms: tuple[int, object, list] = (-1, None, [])  # (log length, newest event, dicts)
         self.memory: tuple | None = None  # (owners, VM ids and names, share version, report, shared)
+        self.io = IoCache(SAMPLES_KEPT)
 
 
 def _tail(items, count: int) -> list:
@@ -269,4 +272,6 @@ def take_snapshot(host, watched=(), cache: SnapshotCache | None = None, frame: i
         view = vm_view(vm, host, buffer, registers=vm.name in watched, console_cache=cache.console, wanting=wanting)
         view.alarm = worst.get(vm.name, "green")
         snap.vms[vm.name] = view
+    if has_io(host):
+        snap.io = io_parts(host, cache.io)
     return snap

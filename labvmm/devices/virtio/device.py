@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ...errors import ConfigError
+from ...errors import ConfigError, LabvmmError
 from .queue import Chain, ChainError
 
 VIRTIO_F_ANY_LAYOUT = 27  # legacy only (2.7.4.3)
@@ -140,12 +140,37 @@ class VirtioDevice:
         """True while a request waits for the rate limiter."""
         return self._throttled_since is not None
 
+    def throttled_ns_at(self, now_ns: int) -> int:
+        """Virtual ns requests have waited for the rate limiter up to `now_ns`, a wait in progress included."""
+        ongoing = now_ns - self._throttled_since if self._throttled_since is not None else 0
+        return self.stats["throttled_ns"] + max(ongoing, 0)
+
+    def queue_depth(self) -> int:
+        """Chains the driver made available that the device has not taken yet, over every ready queue.
+
+        Read for monitoring: an available index the guest moved more than a queue ahead
+        counts as a full queue here (the device refuses it when it next looks), and nothing
+        is ever raised.
+        """
+        link = self.link
+        if link is None or not link.running:
+            return 0
+        depth = 0
+        for queue in link.queues:
+            s = queue.state
+            if not s.ready:
+                continue
+            try:
+                depth += min((queue.avail_idx() - s.last_avail_idx) & 0xFFFF, s.size)
+            except LabvmmError:  # the ring was checked inside RAM when enabled; be safe all the same
+                continue
+        return depth
+
     def admit(self, ops: int, nbytes: int) -> bool:
         """Ask the rate limiter for one request of `nbytes`; False (and a retry timer) if it must wait."""
-        if self.rate_limiter is None:
-            return True
         now = self.link.now_ns()
-        wait_ns = int(self.rate_limiter.consume(ops=ops, nbytes=nbytes, now_ns=now))
+        # A limiter removed while a request waited (labvmm.iodevices.set_rate_limit) ends the wait too.
+        wait_ns = 0 if self.rate_limiter is None else int(self.rate_limiter.consume(ops=ops, nbytes=nbytes, now_ns=now))
         if wait_ns <= 0:
             if self._throttled_since is not None:
                 self.stats["throttled_ns"] += now - self._throttled_since
