@@ -25,9 +25,11 @@ flex                      # flex,
 bison                     # bison
 cpio                      # and cpio (the initramfs)
 xz-utils                  # unpacks linux-source's tarball
-nodejs                    # node and npm: the JupyterHub test's proxy (below) comes from npm
-npm
 "
+#: node and npm, for the JupyterHub test's proxy (below), which comes from npm. Checked by
+#: command, not by package: a machine whose Node.js comes from elsewhere (NodeSource's nodejs
+#: ships npm inside it and conflicts with Debian's npm package) already has both.
+NODE_PACKAGES="nodejs npm"
 #: From npm, not Debian: JupyterHub's proxy, for the class-server test (deploy/jupyterhub).
 NPM_PACKAGES="configurable-http-proxy"
 
@@ -44,6 +46,9 @@ for name in $names; do
         missing="$missing $name"
     fi
 done
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing="$missing $NODE_PACKAGES"
+fi
 npm_missing=""
 for name in $NPM_PACKAGES; do
     command -v "$name" >/dev/null 2>&1 || npm_missing="$npm_missing $name"
