@@ -295,7 +295,10 @@ def finish_report(host: Host, stopped_because: str) -> dict:
 
 
 def run_command(args) -> tuple[Host, dict]:
-    """Create the host and VMs described by `args`, run them without streaming, return (host, report)."""
+    """Create the host and VMs described by `args`, run them without streaming, return (host, report).
+
+    The host's VMs still hold their disk files and the switches their captures: `release(host)` when done.
+    """
     names = run_names(args)
     watch = PromptWatch(parse_input_after(getattr(args, "input_after", []) or [], names))
     host = build_host(args, names)
@@ -304,6 +307,9 @@ def run_command(args) -> tuple[Host, dict]:
     session = RunSession(host, watch=watch, progress=progress)
     try:
         stopped = session.run(args.max_insns)
+    except BaseException:
+        release(host)
+        raise
     finally:
         if progress is not None:
             progress.erase()
@@ -339,6 +345,19 @@ def main(args) -> int:
     console_vm = _console_choice(args, names)
     watch = PromptWatch(parse_input_after(args.input_after, names))
     host = build_host(args, names)
+    try:
+        report = _run_streaming(args, host, names, console_vm, watch)
+    finally:
+        release(host)  # disk files closed, captures complete, however the run ended
+    print_summary(report)
+    if args.explain:
+        print()
+        print(explain_text(report))
+    return exit_status(report)
+
+
+def _run_streaming(args, host: Host, names: list[str], console_vm: str | None, watch: PromptWatch) -> dict:
+    """Run `host` with its consoles streamed to stdout (and the keyboard on console_vm); the report."""
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and console_vm is None)
     progress = Progress() if show else None
     stream = ConsoleStream(sys.stdout.buffer, names, prefixes=len(names) > 1,
@@ -360,10 +379,4 @@ def main(args) -> int:
             stream.end()
             if progress is not None:
                 progress.erase()
-    report = finish_report(host, stopped)
-    release(host)
-    print_summary(report)
-    if args.explain:
-        print()
-        print(explain_text(report))
-    return exit_status(report)
+    return finish_report(host, stopped)
