@@ -4,11 +4,11 @@
     labvmm run echo                                   # on a terminal: type into the guest (Ctrl-A X quits)
     labvmm run uboot.elf --input-after 'version\\r:=> '
     labvmm run compute compute --policy credit --weight compute-2=512 --max-insns 6000000 --explain
-    labvmm run disk --disk class.img                  # a virtio disk (raw or qcow2; ,ro ,overlay=FILE)
+    labvmm run disk --disk class.img,overlay=alice.qcow2   # a virtio disk (raw or qcow2; ,ro ,format= ,serial=)
     labvmm run net-ping --net lan0 --switch lan0,capture=lan0.pcap   # ping the switch's host port
     labvmm run rng --rng --rate-limit rng=bytes=32    # an entropy source, 32 bytes per virtual second
     labvmm run --bios labvmm --kernel guests/images/sbi-hello.elf   # QEMU-style -bios/-kernel booting
-    labvmm disk create class.img --size 1M --format raw   # make disk images; labvmm disk info FILE
+    labvmm disk create scratch.qcow2 --size 64M       # make disk images; labvmm disk info FILE
     labvmm guests --all                               # the built-in and the hostile guests
     labvmm help exits                                 # what every exit reason and column means
     labvmm demo                                       # the built-in guests side by side
