@@ -58,7 +58,7 @@ class Reports:
                 "scheduler": self._describe_policy(),
                 "memory": self.memory_report(),
                 "alarms": [a.__dict__ for a in self.alarms.log],
-                "switches": {name: {"totals": switch.counters(),
+                "switches": {name: {"totals": switch.counters,
                                     "ports": {port: switch.ports[port].counters for port in switch.ports}}
                              for name, switch in self.switches.items()},
             },

@@ -257,7 +257,7 @@ ROWS = [
     Row("vm-device-irq-range", ConfigError, "device 'rtc' irq 200 must be a PLIC source 1..95", device(0x101000, _Dev(), 200)),
     Row("vm-device-irq-taken", ConfigError, "device 'rtc' irq 10 is already used by 'uart0'", device(0x101000, _Dev(), 10)),
     # -- the command line -----------------------------------------------------------------------------------
-    Row("cli-no-image", CLI, "the following arguments are required: IMAGE_OR_NAME", ["run"]),
+    Row("cli-no-image", CLI, "labvmm run needs an IMAGE_OR_NAME, a --kernel PATH or a --bios PATH", ["run"]),
     Row("cli-unknown-command", CLI, "invalid choice: 'frobnicate'", ["frobnicate"]),
     Row("cli-memory-zero", CLI, "argument --memory-mib: expected a positive integer, got '0'", ["run", "hello", "--memory-mib", "0"]),
     Row("cli-memory-too-large", CLI, "host memory_mib 70000 is larger than the 65536 MiB labvmm supports",

@@ -24,16 +24,33 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
 
+def _binary_number(text: str) -> int | None:
+    """The number in "64M", "1G", "512K", "4096" (suffixes are powers of 1024), or None for other text."""
+    match = _SIZE.match(str(text))
+    return None if match is None else int(match.group(1)) << _UNITS[match.group(2).lower()]
+
+
+def parse_quantity(text: str) -> int:
+    """A positive integer like "64M", "1G", "512K" or "4096" (suffixes are powers of 1024): rate limits' byte counts.
+
+    Raises:
+        ValueError: not such a number, or zero.
+    """
+    value = _binary_number(text)
+    if value is None or value <= 0:
+        raise ValueError(f"{text!r} is not a positive number with an optional K, M, G or T suffix")
+    return value
+
+
 def parse_size(text: str) -> int:
     """Bytes in a size like "64M", "1G", "512K" or "4096" (suffixes are powers of 1024).
 
     Raises:
         ValueError: not such a size, or not a positive multiple of 512.
     """
-    match = _SIZE.match(str(text))
-    if not match:
+    size = _binary_number(text)
+    if size is None:
         raise ValueError(f"size {text!r} is not a number of bytes with an optional K, M, G or T suffix")
-    size = int(match.group(1)) << _UNITS[match.group(2).lower()]
     if size <= 0 or size % SECTOR_SIZE:
         raise ValueError(f"size {text!r} ({size} bytes) is not a positive multiple of {SECTOR_SIZE} bytes")
     return size

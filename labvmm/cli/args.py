@@ -80,6 +80,18 @@ def _split_vm(item: str, names: list[str]) -> tuple[str, str]:
     return names[0], item
 
 
+def split_vm(option: str, item: str, names: list[str], is_value=lambda text: False) -> tuple[str, str]:
+    """(VM, VALUE) for `option [VM=]VALUE`, as _split_vm; text before `=` naming no VM is a UsageError.
+
+    `is_value(item)` says whether the whole item can be a value with an `=` of its own (a
+    file of that name, options after a comma); then it is the first VM's value.
+    """
+    vm, sep, _ = item.partition("=")
+    if sep and vm not in names and not is_value(item):
+        raise UsageError(f"{option} {item!r}: no VM named {vm!r} in this run (VMs: {', '.join(names)})")
+    return _split_vm(item, names)
+
+
 def parse_params(items: list[str], names: list[str]) -> dict[str, dict[str, int]]:
     """--param VM.NAME=VALUE options, by VM."""
     out: dict[str, dict[str, int]] = {}

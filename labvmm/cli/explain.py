@@ -65,6 +65,22 @@ COLUMNS: dict[str, str] = {
     "exits": "how often the VM left guest code for the VMM, by reason (below).",
 }
 
+#: The lines under "devices:" (labvmm/cli/report.py format_devices), one per virtio device
+#: (VM.DEVICE, the name --rate-limit takes) and one per switch; counters since the VM was created.
+DEVICE_LINES: dict[str, str] = {
+    "VM.diskN": "a virtio-blk disk: requests the guest made (reads, writes, flushes, GET_ID, ...), bytes read "
+                "and written, throttled (virtual seconds requests waited for the disk's rate limit, and how "
+                "many requests waited), errors (requests answered IOERR or UNSUPP).",
+    "VM.netN": "a virtio-net card: frames and bytes the guest sent and received, throttled (as for a disk, "
+               "on the frames it sends), drops (frames the card dropped either way: too large, no receive "
+               "buffer, link down, ...).",
+    "VM.rng": "the entropy source: requests and random bytes it gave, throttled as for a disk.",
+    "switch": "a host switch: frames in (from its ports: the VMs' cards and its host port), out (handed to "
+              "ports), switched (frames it forwarded), floods (frames to a MAC it has not learned, sent to every "
+              "other port), drops (every reason: oversize, backlog full, no receiver, ...). The JSON "
+              "report has each port's counters and each drop reason.",
+}
+
 STOP_REASONS: dict[str, str] = {
     "all-stopped": "every VM halted or crashed.",
     "all-paused": "no VM runs and some are paused; resuming one continues.",
@@ -100,6 +116,8 @@ def explain_text(report: dict | None = None) -> str:
     lines.append("")
     title = "Exit reasons (this run's totals in brackets):" if counts is not None else "Exit reasons:"
     lines += _section(title, EXIT_REASONS, counts)
+    lines.append("")
+    lines += _section("Device lines (under \"devices:\", for a run with --disk, --net or --rng):", DEVICE_LINES)
     lines.append("")
     lines += _section("Why a run stops (\"stopped:\" in the last line):", STOP_REASONS)
     if report is not None:

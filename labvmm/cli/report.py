@@ -35,6 +35,39 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _throttled(stats: dict) -> str:
+    return f"throttled {stats.get('throttled_ns', 0) / 1e9:.4f} s ({stats.get('throttled_requests', 0):,} waited)"
+
+
+def _device_line(name: str, stats: dict) -> str:
+    """One device's counters: a disk's requests and bytes, a NIC's frames each way, the entropy source's bytes."""
+    if "bytes_read" in stats:  # virtio-blk
+        requests = sum(n for key, n in stats.items() if key.startswith("requests_"))
+        errors = stats["ioerr"] + stats["unsupp"]
+        return (f"requests {requests:,}, read {stats['bytes_read']:,} B, written {stats['bytes_written']:,} B, "
+                f"{_throttled(stats)}, errors {errors:,}")
+    if "tx_frames" in stats:  # virtio-net
+        drops = sum(n for key, n in stats.items() if "_dropped_" in key)
+        return (f"sent {stats['tx_frames']:,} frames ({stats['tx_bytes']:,} B), received {stats['rx_frames']:,} "
+                f"frames ({stats['rx_bytes']:,} B), {_throttled(stats)}, drops {drops:,}")
+    return f"requests {stats.get('requests', 0):,}, {stats.get('bytes', 0):,} B, {_throttled(stats)}"
+
+
+def format_devices(report: dict) -> str:
+    """One line per virtio device (VM.DEVICE, as --rate-limit names it) and per switch; "" for a run without."""
+    rows = [(f"{vm['name']}.{name}", _device_line(name, stats))
+            for vm in report["vms"] for name, stats in vm.get("devices", {}).items()]
+    for name, switch in report["host"].get("switches", {}).items():
+        totals = switch["totals"]
+        rows.append((f"switch {name}", f"frames in {totals['frames_in']:,}, out {totals['frames_out']:,}, "
+                                       f"switched {totals['frames_switched']:,}, floods {totals['floods']:,}, "
+                                       f"drops {sum(totals['drops'].values()):,}"))
+    if not rows:
+        return ""
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(["devices:"] + [f"  {label.ljust(width)}  {text}" for label, text in rows])
+
+
 def print_consoles(report: dict) -> None:
     """Each VM's whole console, under a header (the demo; runs stream theirs instead)."""
     for vm in report["vms"]:
@@ -44,6 +77,9 @@ def print_consoles(report: dict) -> None:
 
 
 def print_summary(report: dict) -> None:
-    """The summary table under its header."""
+    """The summary table under its header, then the devices' lines when the run had devices."""
     print("--- summary ---")
     print(format_table(report))
+    devices = format_devices(report)
+    if devices:
+        print(devices)

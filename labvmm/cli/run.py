@@ -18,6 +18,8 @@ import sys
 import time
 from contextlib import nullcontext
 
+from ..errors import LabvmmError
+from ..harts import MAX_VCPUS
 from ..host import DEFAULT_HOST_MEMORY_MIB, DEFAULT_QUANTUM, DEFAULT_VM_MEMORY_MIB, Host
 from ..vm import VMState
 from .args import (
@@ -27,8 +29,8 @@ from .args import (
     parse_params,
     parse_scheduling,
     positive,
-    vm_names,
 )
+from .devices import DISK_FORM, NET_FORM, RATE_FORM, RNG_FORM, SWITCH_FORM, parse_devices, run_names
 from .explain import explain_text
 from .report import exit_status, print_summary
 from .stream import ConsoleStream, ConsoleTap, PromptWatch
@@ -44,7 +46,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     """The `run` subcommand's options."""
     run = sub.add_parser("run", help="run one VM per image on one host",
                          description="Run one VM per image on one host; consoles stream as the guests print.")
-    run.add_argument("images", nargs="+", metavar="IMAGE_OR_NAME", help="a built-in guest name or an image path")
+    run.add_argument("images", nargs="*", metavar="IMAGE_OR_NAME",
+                     help="a built-in guest name or an image path; none with --kernel or --bios FILE: one VM "
+                          "named after that file")
     run.add_argument("--memory-mib", type=positive, default=DEFAULT_HOST_MEMORY_MIB, help="host memory pool (MiB)")
     run.add_argument("--vm-memory-mib", type=positive, default=DEFAULT_VM_MEMORY_MIB, help="RAM per VM (MiB)")
     run.add_argument("--quantum", type=positive, default=DEFAULT_QUANTUM, help="instructions per scheduler slice")
@@ -71,12 +75,39 @@ def add_parser(sub) -> argparse.ArgumentParser:
         ("--limit", "VM=IPS", "shares: instructions per virtual second at most"),
     ):
         run.add_argument(flag, action="append", default=[], metavar=meta, help=text)
+    add_device_options(run)
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="live progress on stderr (default: when stderr is a terminal the keyboard is not on)")
     run.add_argument("--json", action="store_true", help="print a JSON report instead of text (nothing streams)")
     run.add_argument("--explain", action="store_true",
                      help="after the summary, explain its columns, every exit reason and why the run stopped")
     return run
+
+
+def add_device_options(run: argparse.ArgumentParser) -> None:
+    """The device and boot options of `run` (labvmm/cli/devices.py parses their values)."""
+    devices = run.add_argument_group("devices and boot (each repeatable; without VM= the first VM's)")
+    for flag, meta, text in (
+        ("--disk", DISK_FORM, "a virtio-blk disk on a raw or qcow2 image (disk0, disk1, ... in order); ro: "
+                              "read-only; overlay: a qcow2 file taking this VM's writes (made when missing)"),
+        ("--net", NET_FORM, "a virtio-net card on a host switch (net0, net1, ...); a switch no --switch "
+                            "configures gets the defaults: host port 10.0.2.2, MTU 1500"),
+        ("--switch", SWITCH_FORM, "configure a switch before the VMs join it: its host port's address (none: no "
+                                  "host port), MTU, a pcap capture of every frame"),
+        ("--rate-limit", RATE_FORM, "token buckets per virtual second (Firecracker's semantics) for a VM's "
+                                    "disk0.., net0.. or rng; BURST: a one-time extra credit"),
+        ("--vcpus", "[VM=]N", f"harts of the VM (1-{MAX_VCPUS})"),
+        ("--virtio", "[VM=]modern|legacy", "the virtio-mmio interface: version 2 (default) or legacy version 1"),
+        ("--bios", "[VM=]none|labvmm|PATH", "as QEMU's -bios: none (the kernel runs in M-mode), labvmm (its SBI "
+                                            "firmware), or a firmware file at the start of RAM"),
+        ("--kernel", "[VM=]PATH", "as QEMU's -kernel: a kernel (a file or a built-in guest) loaded above the firmware"),
+        ("--initrd", "[VM=]PATH", "as QEMU's -initrd: an initial ramdisk"),
+        ("--append", "[VM=]TEXT", "as QEMU's -append: the kernel command line (bootargs)"),
+    ):
+        devices.add_argument(flag, action="append", default=[], metavar=meta, help=text)
+    devices.add_argument("--rng", action="append", default=[], nargs="?", const="", metavar=RNG_FORM,
+                         help="a virtio entropy source, seeded from the VM's name or with SEED (put it after "
+                              "the images, or write --rng=VM)")
 
 
 class Progress:
@@ -214,20 +245,45 @@ class RunSession:
 
 
 def build_host(args, names: list[str]) -> Host:
-    """The host and its VMs as `args` describe them, --input queued, scheduling set."""
+    """The host and its VMs as `args` describe them, devices attached, --input queued, scheduling set.
+
+    Every option is parsed before anything is created; if the host refuses something, the
+    VMs and switches made so far are released (their files closed) before the error goes on.
+    """
     params = parse_params(args.param, names)
     inputs = parse_inputs(args.input, names)
     scheduling = parse_scheduling(args, names)
+    plan = parse_devices(args, names)
     host = Host(memory_mib=args.memory_mib, quantum=args.quantum)
-    host.set_policy(getattr(args, "policy", "round-robin"))
-    for image, name in zip(args.images, names):
-        host.create_vm(image, name=name, memory_mib=args.vm_memory_mib, firmware=args.firmware,
-                       params=params.get(name))
-    for name, data in inputs.items():
-        host.vm(name).send_input(data)
-    for name, values in scheduling.items():
-        host.configure_vm(name, **values)
+    try:
+        host.set_policy(getattr(args, "policy", "round-robin"))
+        for spec in plan.switches:
+            try:
+                host.add_switch(spec.name, mtu=spec.mtu, host_ip=spec.host_ip, capture=spec.capture)
+            except LabvmmError as exc:
+                raise UsageError(f"--switch {spec.text!r}: {exc}") from None
+        images = args.images or [None]
+        for image, name in zip(images, names):
+            host.create_vm(image, name=name, memory_mib=args.vm_memory_mib, firmware=args.firmware,
+                           params=params.get(name), **plan.vms[name].create_kwargs())
+        for limit in plan.rate_limits:
+            host.set_rate_limit(limit.vm, limit.device, limit.limit)
+        for name, data in inputs.items():
+            host.vm(name).send_input(data)
+        for name, values in scheduling.items():
+            host.configure_vm(name, **values)
+    except BaseException:
+        release(host)
+        raise
     return host
+
+
+def release(host: Host) -> None:
+    """Destroy the host's VMs (closing their disk files) and stop its switches' captures."""
+    for name in list(host.vms):
+        host.destroy_vm(name)
+    for switch in host.switches.values():
+        switch.close()
 
 
 def finish_report(host: Host, stopped_because: str) -> dict:
@@ -239,8 +295,11 @@ def finish_report(host: Host, stopped_because: str) -> dict:
 
 
 def run_command(args) -> tuple[Host, dict]:
-    """Create the host and VMs described by `args`, run them without streaming, return (host, report)."""
-    names = vm_names(args.images)
+    """Create the host and VMs described by `args`, run them without streaming, return (host, report).
+
+    The host's VMs still hold their disk files and the switches their captures: `release(host)` when done.
+    """
+    names = run_names(args)
     watch = PromptWatch(parse_input_after(getattr(args, "input_after", []) or [], names))
     host = build_host(args, names)
     show = getattr(args, "progress", None)
@@ -248,6 +307,9 @@ def run_command(args) -> tuple[Host, dict]:
     session = RunSession(host, watch=watch, progress=progress)
     try:
         stopped = session.run(args.max_insns)
+    except BaseException:
+        release(host)
+        raise
     finally:
         if progress is not None:
             progress.erase()
@@ -275,13 +337,27 @@ def main(args) -> int:
     if args.explain and args.json:
         raise UsageError("--explain prints text; it does not go with --json (see `labvmm help exits`)")
     if args.json:
-        _, report = run_command(args)
+        host, report = run_command(args)
+        release(host)
         print(json.dumps(report, indent=2))
         return exit_status(report)
-    names = vm_names(args.images)
+    names = run_names(args)
     console_vm = _console_choice(args, names)
     watch = PromptWatch(parse_input_after(args.input_after, names))
     host = build_host(args, names)
+    try:
+        report = _run_streaming(args, host, names, console_vm, watch)
+    finally:
+        release(host)  # disk files closed, captures complete, however the run ended
+    print_summary(report)
+    if args.explain:
+        print()
+        print(explain_text(report))
+    return exit_status(report)
+
+
+def _run_streaming(args, host: Host, names: list[str], console_vm: str | None, watch: PromptWatch) -> dict:
+    """Run `host` with its consoles streamed to stdout (and the keyboard on console_vm); the report."""
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and console_vm is None)
     progress = Progress() if show else None
     stream = ConsoleStream(sys.stdout.buffer, names, prefixes=len(names) > 1,
@@ -303,9 +379,4 @@ def main(args) -> int:
             stream.end()
             if progress is not None:
                 progress.erase()
-    report = finish_report(host, stopped)
-    print_summary(report)
-    if args.explain:
-        print()
-        print(explain_text(report))
-    return exit_status(report)
+    return finish_report(host, stopped)
