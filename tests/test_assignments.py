@@ -32,7 +32,7 @@ from nbgrader.api import Gradebook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS_DIR = ROOT / "assignments"
-ASSIGNMENTS = ("stride-scheduler", "rtc-device", "dirty-tracking", "page-faults", "rate-limiter")
+ASSIGNMENTS = ("stride-scheduler", "rtc-device", "dirty-tracking", "page-faults", "rate-limiter", "syscall-trace")
 TIE_BY_ID = "key=lambda vm: (self._pass.get(vm.name, 0), vm.id)"
 TIE_BY_ORDER = "key=lambda vm: self._pass.get(vm.name, 0)"
 GENERATED = ("release", "solution", "submitted", "autograded", "feedback", "gradebook.db", ".ipynb_checkpoints")
@@ -57,6 +57,8 @@ FIRST_FAILURE = {
     # would only stop the VM.
     "rate-limiter": {"test_bucket": "write TokenBucket.advance", "test_limiter": "write RateLimiter.consume",
                      "test_disk": "write RateLimiter.consume", "test_live": "write RateLimiter.consume"},
+    "syscall-trace": {"test_names": "write syscall_names", "test_calls": "write system_calls",
+                      "test_returns": "write return_values", "test_tree": "write process_tree"},
 }
 
 pytestmark = [

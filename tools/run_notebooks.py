@@ -1,6 +1,7 @@
 """Run every notebook of a folder top to bottom in this Python, headless, as CI's lab job does.
 
     python tools/run_notebooks.py [FOLDER ...]      # default: notebooks/
+    python tools/run_notebooks.py notebooks/08-xv6-boot.ipynb   # one notebook (in a copy of its folder)
 
 Each notebook runs in a fresh kernel of this very interpreter (not whatever kernel named
 "python3" Jupyter finds first), with its working directory a temporary copy of its folder,
@@ -55,13 +56,18 @@ def run_notebook(path: Path, workdir: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the notebooks of each folder; returns 0 when all ran without error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="*", type=Path, default=[Path(__file__).resolve().parents[1] / "notebooks"])
+    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER_OR_NOTEBOOK",
+                        default=[Path(__file__).resolve().parents[1] / "notebooks"])
     args = parser.parse_args(argv)
     failed = []
     for folder in args.folders:
-        notebooks = sorted(folder.glob("*.ipynb"))
+        if folder.suffix == ".ipynb" and folder.is_file():  # one notebook: run it in a copy of its folder
+            folder, notebooks = folder.parent, [folder]
+        else:
+            notebooks = sorted(folder.glob("*.ipynb"))
         if not notebooks:
-            print(f"run_notebooks: no notebooks in {folder}", file=sys.stderr)
+            print(f"run_notebooks: no notebooks in {folder} (expected a folder of .ipynb files or a notebook)",
+                  file=sys.stderr)
             return 1
         with tempfile.TemporaryDirectory(prefix="labvmm-notebooks-") as tmp:
             workdir = Path(tmp) / folder.name
