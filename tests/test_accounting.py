@@ -227,7 +227,8 @@ def test_a_compute_vm_keeps_its_share_of_host_time_beside_a_storm(kind, tmp_path
     virtual_share = virtual.host_shares()["c"]
     # Virtual accounting splits instructions evenly, so the storm's dear ones take the host.
     assert virtual_share < 0.3, (kind, virtual.host_shares())
-    print(f"{kind}: compute's share of host time: host accounting {host_share:.3f}, virtual {virtual_share:.3f}")
+    print(f"| {kind} | {host_share:.3f} | {host.accounting.host_ns['c'] / 1e9 / wall:.3f} | {virtual_share:.3f} |"
+          f" {host.report()['vms'][1]['wall']['host_cost_ratio']:.0f} |")
 
 
 @pytest.mark.slow
