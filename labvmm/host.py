@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import deque
 
+from .accounting import make_accounting
 from .attach import check_devices
 from .errors import ConfigError, ImageError, LabvmmError, OutOfMemoryError
 from . import bootplan, iodevices
@@ -38,8 +39,20 @@ TIMELINE_CAPACITY = 100_000
 
 
 class Host(RunLoop, PageSharing, Reports):
-    """A host machine: memory pool, VMs, scheduler and virtual clock."""
-    def __init__(self, memory_mib: int = DEFAULT_HOST_MEMORY_MIB, quantum: int = DEFAULT_QUANTUM) -> None:
+    """A host machine: memory pool, VMs, scheduler and virtual clock.
+
+    `accounting` says what the scheduler charges a VM for a slice (labvmm.accounting):
+    "virtual" (the default) charges its retired instructions, so the same setup gives the
+    same run every time; "host" charges the host (wall) time the slice and its exits really
+    took, as CFS charges a KVM vCPU, so weights, caps, shares and the quantum hold in the
+    host's real time and a guest whose instructions are dear to emulate (a trap, hypercall,
+    interrupt or MMIO storm) cannot starve the others. Host accounting is not deterministic:
+    the schedule depends on how fast the machine runs at that moment. Guests see virtual
+    time in both modes; both report every VM's host cost per instruction.
+    """
+    def __init__(self, memory_mib: int = DEFAULT_HOST_MEMORY_MIB, quantum: int = DEFAULT_QUANTUM,
+                 accounting: str = "virtual") -> None:
+        self.accounting = make_accounting(accounting)
         self.pool = FramePool(memory_mib)
         self.memory_mib = memory_mib
         self.quantum = check_positive_int("quantum", quantum, 1 << 40)
@@ -213,6 +226,7 @@ class Host(RunLoop, PageSharing, Reports):
         vm.io.close()  # its disk files closed, its NICs off their switches
         del self.vms[name]
         self.monitor.forget(name)
+        self.accounting.forget(name)
         forget = getattr(self.policy, "forget", None)  # optional in the Policy interface
         if forget is not None:
             forget(name)

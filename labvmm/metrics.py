@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, NamedTuple
 
+from .accounting import cost_ratio
 from .errors import ConfigError
 from .iodevices import IoCounters
 from .virt import NOMINAL_IPS
@@ -48,9 +49,14 @@ METRICS = {
     "net_tx_bps": "bytes the VM's NICs sent per virtual second",
     "net_drop_rate": "frames dropped per virtual second, both ways (its NICs' drops and the switch's at its ports)",
     "net_throttled": "fraction of the interval its NICs waited for their rate limiters (summed over NICs)",
+    # Host cost (labvmm.accounting), measured in wall time, so not the same in two runs:
+    "host_ns_per_insn": "host (wall) nanoseconds per guest instruction over the sliding window (0 if none ran)",
+    "host_cost_ratio": "the VM's host_ns_per_insn over the median of the other VMs' (1 with nobody to compare)",
 }
 #: The I/O metrics, in the order of Sample's fields.
 IO_METRICS = tuple(name for name in METRICS if name.startswith(("disk_", "net_")))
+#: The metrics measured in wall time: left out of `Monitor.rows()` unless asked for.
+WALL_METRICS = ("host_ns_per_insn", "host_cost_ratio")
 NS_PER_INSN = 1_000_000_000 // NOMINAL_IPS
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 SEVERITIES = ("yellow", "red")
@@ -82,6 +88,8 @@ class Sample(NamedTuple):
     net_tx_bps: float = 0.0
     net_drop_rate: float = 0.0
     net_throttled: float = 0.0
+    host_ns_per_insn: float = 0.0
+    host_cost_ratio: float = 1.0
 
 
 class Monitor:
@@ -103,14 +111,14 @@ class Monitor:
         self.capacity = capacity
         self.window = window
         self.samples: dict[str, deque[Sample]] = {}
-        # Per VM, the last `window` (time, instructions, exits) points, oldest first: with the
-        # point a new sample adds, a window of `window` intervals.
-        self._history: dict[str, deque[tuple[int, int, int]]] = {}
+        # Per VM, the last `window` (time, instructions, exits, host ns) points, oldest first:
+        # with the point a new sample adds, a window of `window` intervals.
+        self._history: dict[str, deque[tuple[int, int, int, int]]] = {}
         self._io: dict[str, IoCounters] = {}  # per VM, its I/O counters at the previous sample
 
     def register(self, vm_name: str, now: int) -> None:
         """Start a VM's history at its creation (virtual time `now`, nothing run yet)."""
-        self._history[vm_name] = deque([(now, 0, 0)], maxlen=self.window)
+        self._history[vm_name] = deque([(now, 0, 0, 0)], maxlen=self.window)
         self._io[vm_name] = IoCounters()
 
     def next_boundary(self, clock: int) -> int:
@@ -122,11 +130,18 @@ class Monitor:
         now = host.clock
         wanting = host.wanting_cpu()
         taken = []
+        host_ns = host.accounting.host_ns
+        costs = {}  # host ns per instruction over the window, per VM (labvmm.accounting)
         for vm in host.vms.values():
-            exits = sum(vm.exits.values())
-            history = self._history.setdefault(vm.name, deque([(now, vm.instructions, exits)], maxlen=self.window))
-            t0, i0, _ = history[0]  # the start of the sliding window
-            tl, _, el = history[-1]  # the previous sample
+            exits, ns = sum(vm.exits.values()), host_ns.get(vm.name, 0)
+            history = self._history.setdefault(vm.name, deque([(now, vm.instructions, exits, ns)], maxlen=self.window))
+            _, i0, _, n0 = history[0]
+            costs[vm.name] = (ns - n0) / (vm.instructions - i0) if vm.instructions > i0 else 0.0
+        for vm in host.vms.values():
+            exits, ns = sum(vm.exits.values()), host_ns.get(vm.name, 0)
+            history = self._history[vm.name]
+            t0, i0, _, _ = history[0]  # the start of the sliding window
+            tl, _, el, _ = history[-1]  # the previous sample
             span = max(now - t0, 1)
             io = vm.io.counters(now * NS_PER_INSN) if getattr(vm, "io", None) is not None else IoCounters()
             s = Sample(
@@ -142,9 +157,11 @@ class Monitor:
                 memory_mib=vm.memory.size / (1 << 20),
                 target_share=host.policy.target_share(vm, wanting) if vm in wanting else None,
                 **io_rates(self._io.get(vm.name, io), io, max(now - tl, 1)),
+                host_ns_per_insn=costs[vm.name],
+                host_cost_ratio=cost_ratio(costs[vm.name], [c for name, c in costs.items() if name != vm.name]),
             )
             self._io[vm.name] = io
-            history.append((now, vm.instructions, exits))
+            history.append((now, vm.instructions, exits, ns))
             self.samples.setdefault(vm.name, deque(maxlen=self.capacity)).append(s)
             taken.append(s)
         return taken
@@ -160,16 +177,25 @@ class Monitor:
             raise ConfigError(f"unknown metric {metric!r} (metrics: {', '.join(METRICS)})")
         return [(s.time_insns, getattr(s, metric)) for s in self.samples.get(vm_name, ())]
 
-    def rows(self) -> list[dict]:
-        """Every sample as a dict, ordered by time then VM."""
+    def rows(self, wall: bool = False) -> list[dict]:
+        """Every sample as a dict, ordered by time then VM.
+
+        The metrics measured in wall time (WALL_METRICS: host cost per instruction and its
+        ratio) are left out unless `wall=True`, so under virtual accounting two runs of the
+        same setup give the same rows.
+        """
         out = [s._asdict() for buf in self.samples.values() for s in buf]
+        if not wall:
+            for row in out:
+                for name in WALL_METRICS:
+                    del row[name]
         out.sort(key=lambda r: (r["time_insns"], r["vm"]))
         return out
 
     def to_dataframe(self):
         """The samples as a pandas DataFrame (needs pandas: pip install pandas)."""
         pd = _pandas()
-        frame = pd.DataFrame(self.rows(), columns=list(Sample._fields))
+        frame = pd.DataFrame(self.rows(wall=True), columns=list(Sample._fields))
         frame["time_s"] = frame["time_insns"] / NOMINAL_IPS
         return frame
 

@@ -56,6 +56,7 @@ class Reports:
                 "vmm_wall_seconds": round(self.vmm_seconds(), 6),
                 "state_hash": self.state_hash(),
                 "scheduler": self._describe_policy(),
+                "accounting": self.accounting.describe(),  # virtual | host (labvmm.accounting)
                 "memory": self.memory_report(),
                 "alarms": [a.__dict__ for a in self.alarms.log],
                 "switches": {name: {"totals": switch.counters,
@@ -79,12 +80,21 @@ class Reports:
         if vm.name in self._throttle:
             report["scheduling"] = {**report["scheduling"], "throttled_to": self._throttle[vm.name]}
         report["frames"] = self.pool.owned_frames(vm.id)
+        # Its host time and cost per instruction (wall-clock, like the rest of "wall").
+        report["wall"] = {**report["wall"], **self.accounting.vm_figures(vm, list(self.vms.values()))}
         return report
 
     def vmm_seconds(self) -> float:
         """Wall time the host spent outside guest code: scheduling, devices, hypercalls (all runs)."""
         in_guest = self._gone_guest_seconds + sum(vm.guest_seconds - vm.exit_seconds for vm in self.vms.values())
         return max(self.wall_seconds - in_guest, 0.0)
+
+    def host_shares(self) -> dict[str, float]:
+        """Each VM's share of the host (wall) time the VMs' slices took so far, as measured.
+
+        Measured in both accounting modes (labvmm.accounting); not the same in two runs.
+        """
+        return {name: share for name, share in self.accounting.host_shares().items() if name in self.vms}
 
     def cpu_shares(self, since: int = 0) -> dict[str, float]:
         """Each VM's share of the CPU from virtual time `since` to now, from the timeline."""

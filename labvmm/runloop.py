@@ -8,6 +8,10 @@ timer event (so interrupts arrive on time and a waking VM runs at once), at the 
 VM's allowance in the current accounting period (caps and limits), and at the next
 monitoring sample (`labvmm.metrics`). A VM in `wfi` is idle and costs nothing; when no VM can
 run, the clock jumps to the next event. Same setup, same results.
+
+What a slice costs the VM is the host's accounting mode's say (labvmm.accounting, the hooks
+`budget`, `charge`, `idle`, `period`): its retired instructions by default, or the host time
+it took with `Host(accounting="host")`, which is not deterministic.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class RunLoop:
     def _loop(self, result: RunResult, max_insns, until, record_timeline) -> str:
         budget = max_insns
         while True:
+            decided = time.perf_counter_ns()  # a slice is charged from here (labvmm.accounting)
             if until is not None and until(self):
                 return "until"
             self._roll_period()
@@ -117,7 +122,7 @@ class RunLoop:
                 if frame is not None:  # a frame in flight (a switch with latency) wakes its receiver
                     waits.append(max(frame, 1))
                 if len(wanting) > len(ready):  # capped VMs wait for the next period
-                    waits.append(self._period_end() - self.clock)
+                    waits.append(self.accounting.period_left(self.clock))
                 if not waits:
                     return "all-idle"
                 skip = min(min(waits), horizon)
@@ -126,14 +131,10 @@ class RunLoop:
                 self._advance(skip, result, idle=True)
                 continue
             vm = self.policy.pick(ready, self.usage)
-            limit = horizon
-            left = self._allowance_left(vm)
-            if left is not None:
-                limit = min(limit, left)
             start = self.clock
-            retired, exit_value = vm.run_slice(min(self.quantum, limit))
-            self.policy.charge(vm, retired)
-            self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+            retired, exit_value = vm.run_slice(
+                self.accounting.budget(vm, self.quantum, self._allowance_left(vm), horizon))
+            self._charge(vm, retired, time.perf_counter_ns() - decided)
             entry = Slice(start, vm.name, retired, type(exit_value).__name__)
             self.timeline.append(entry)
             if record_timeline:
@@ -160,9 +161,15 @@ class RunLoop:
             return None
         return max(-(-min(times) // NS_PER_INSN) - self.clock, 0)
 
+    def _charge(self, vm: VM, retired: int, host_ns: int) -> None:
+        """Charge a slice to the policy and the period's usage, as the accounting mode says."""
+        charged = self.accounting.charge(vm, retired, host_ns)
+        self.policy.charge(vm, charged)
+        self.usage[vm.name] = self.usage.get(vm.name, 0) + charged
+
     def _horizon(self, running: list[VM], budget: int | None) -> int:
         """How far virtual time may go before the loop must look again."""
-        limits = [self._next_sample - self.clock, self._period_end() - self.clock]
+        limits = [self._next_sample - self.clock, self.accounting.period_left(self.clock)]
         event = self._next_event_in(running)
         if event:
             limits.append(event)
@@ -195,26 +202,46 @@ class RunLoop:
         result.instructions += insns
         if idle:
             result.idle_insns += insns
+            self.accounting.idle(insns)
         while self.clock >= self._next_sample:
             samples = self.monitor.sample(self)
             self.alarms.evaluate(samples, self.monitor.interval_insns, self)
             self._next_sample = self.monitor.next_boundary(self.clock)
 
-    def _period_end(self) -> int:
-        return (self.clock // PERIOD_INSNS + 1) * PERIOD_INSNS
-
     def _roll_period(self) -> None:
-        period = self.clock // PERIOD_INSNS
+        period = self.accounting.period(self.clock)
         if period != self._period:
-            self._period = period
-            self.usage = {}
+            passed, self._period = period - self._period, period
+            if self.accounting.carries_overrun:
+                self.usage = self._overruns(passed)
+            else:
+                self.usage = {}
 
-    def _allowance_left(self, vm: VM) -> int | None:
-        """Instructions the VM may still run this period (None: no cap)."""
+    def _overruns(self, periods: int) -> dict[str, int]:
+        """What each VM ran past its allowance, less the allowance of the `periods` now begun.
+
+        A host-time slice can outrun the allowance it was sized for; the rest is charged to
+        the next periods, as CFS bandwidth control does, so a cap holds on average.
+        """
+        owed = {}
+        for name, used in self.usage.items():
+            vm = self.vms.get(name)
+            cap = self._allowance(vm) if vm is not None else None
+            if cap is not None and used - cap * periods > 0:
+                owed[name] = used - cap * periods
+        return owed
+
+    def _allowance(self, vm: VM) -> int | None:
+        """Charge units the VM may have per period: its policy's and any throttle's (None: no cap)."""
         cap = self.policy.allowance(vm, PERIOD_INSNS)
         throttle = self._throttle.get(vm.name)
         if throttle is not None:
             cap = PERIOD_INSNS * throttle // 100 if cap is None else min(cap, PERIOD_INSNS * throttle // 100)
+        return cap
+
+    def _allowance_left(self, vm: VM) -> int | None:
+        """Instructions (charge units) the VM may still run this period (None: no cap)."""
+        cap = self._allowance(vm)
         if cap is None:
             return None
         return max(cap - self.usage.get(vm.name, 0), 0)
@@ -231,9 +258,9 @@ class RunLoop:
         start = self.clock
         started = time.perf_counter()
         try:
+            decided = time.perf_counter_ns()
             retired, exit_value = vm.run_slice(count)
-            self.policy.charge(vm, retired)
-            self.usage[vm.name] = self.usage.get(vm.name, 0) + retired
+            self._charge(vm, retired, time.perf_counter_ns() - decided)
             self.timeline.append(Slice(start, vm.name, retired, type(exit_value).__name__))
             self._advance(retired, RunResult())
             if self.switches:

@@ -11,8 +11,10 @@ A policy is a small object a student can write (see `Policy`):
 The host does the rest: it keeps virtual time, splits it into accounting periods
 (`PERIOD_INSNS`), stops a slice at the end of a VM's allowance, idles the CPU when only capped
 VMs are left (a cap holds even when the others are idle), and sends every change of policy or
-parameters into effect from the next slice. Idle VMs are never ready, so every policy here is
-work-conserving: their share goes to the others.
+parameters into effect from the next slice. What a slice is charged is the host's accounting
+mode (labvmm.accounting): its retired instructions (virtual, the default) or its measured
+host time (host), in which case weights, caps and shares hold in wall time. Idle VMs are
+never ready, so every policy here is work-conserving: their share goes to the others.
 
 Built in:
 - `RoundRobin`: equal turns, one quantum each, in creation order.
@@ -52,7 +54,11 @@ class Policy(Protocol):
         """Choose the next VM among `ready` (never empty); `usage` = instructions this period."""
 
     def charge(self, vm: "VM", retired: int) -> None:
-        """Account `retired` instructions that `vm` just ran."""
+        """Account `retired` instructions that `vm` just ran.
+
+        Under host accounting (labvmm.accounting) `retired` is the slice's measured host
+        time in instruction-equivalents (10 ns each), and `usage` and `allowance` are too.
+        """
 
     def wake(self, vm: "VM", ready: list["VM"]) -> None:
         """`vm` became ready again after waiting (idle, throttled or paused)."""

@@ -67,6 +67,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--firmware", choices=("guest", "labvmm"), default=None, help="who handles the guest's traps")
     run.add_argument("--policy", default="round-robin", choices=("round-robin", "rr", "credit", "shares"),
                      help="CPU scheduling policy")
+    run.add_argument("--accounting", default="virtual", choices=("virtual", "host"),
+                     help="charge each VM its retired instructions (virtual: deterministic, the default) or the "
+                          "host wall time its slices took (host: fair in real time, not deterministic)")
     for flag, meta, text in (
         ("--weight", "VM=N", "credit weight 1-65535 (default 256)"),
         ("--cap", "VM=PCT", "credit cap in %% of one CPU (0 = none)"),
@@ -254,7 +257,7 @@ def build_host(args, names: list[str]) -> Host:
     inputs = parse_inputs(args.input, names)
     scheduling = parse_scheduling(args, names)
     plan = parse_devices(args, names)
-    host = Host(memory_mib=args.memory_mib, quantum=args.quantum)
+    host = Host(memory_mib=args.memory_mib, quantum=args.quantum, accounting=getattr(args, "accounting", "virtual"))
     try:
         host.set_policy(getattr(args, "policy", "round-robin"))
         for spec in plan.switches:
