@@ -79,6 +79,8 @@ class Reports:
         if vm.name in self._throttle:
             report["scheduling"] = {**report["scheduling"], "throttled_to": self._throttle[vm.name]}
         report["frames"] = self.pool.owned_frames(vm.id)
+        report["milestones"] = vm.milestones.to_dict()  # labvmm.milestones; wall seconds under "wall"
+        report["wall"] = {**report["wall"], "milestones": vm.milestones.wall()}
         return report
 
     def vmm_seconds(self) -> float:
