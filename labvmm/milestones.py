@@ -11,18 +11,20 @@ VM's "wall" key).
 | milestone | seen where | granularity |
 | --- | --- | --- |
 | `first console byte` | the VM's console (UART THR writes and SBI console writes) | exact: the writing instruction |
-| `paging on` | satp of each hart, read at the end of each slice | end of the slice in which satp came to hold a mode other than Bare |
-| `first U-mode entry` | a trap or ecall taken from U-mode (exact), or a hart at the end of a slice in U-mode | first of the two |
+| `paging on` | satp (a mode other than Bare) of each hart at the end of each slice, and of the running hart at each console write and trap | the first of those after the write |
+| `first U-mode entry` | a trap or ecall taken from U-mode (exact), or a hart found in U-mode as for paging | the first of those |
 | `first interrupt` | the interrupts the harts took in a slice (QEMU takes them, labvmm counts them) | end of the slice in which it was taken |
 | a prompt (`watch_prompt`) | the console output, searched as it is written | exact: the instruction that wrote its last byte |
 
 Nothing here adds a per-instruction hook: the console and trap checks run in callbacks that
-already exist, and the slice-end checks read one CSR and the privilege level per hart per
-slice. The price is granularity. Unicorn raises no event when `mret` or `sret` drops to
-U-mode, nor when satp is written, so those are seen late: a milestone detected at a slice's
-end has `exact` False and `after_insns` the VM's count at the slice's start (it happened in
-between, within one quantum, 100,000 instructions by default). A satp write undone within
-the same slice is not seen at all: Linux 6.1's set_satp_mode (arch/riscv/mm/init.c) writes
+already exist, and the other checks read one CSR and the privilege level of a hart, per
+hart at each slice's end and for the running hart at console writes and traps (only
+until both are seen). The price is granularity. Unicorn raises no event when `mret` or
+`sret` drops to U-mode, nor when satp is written, so those are seen late: such a milestone
+has `exact` False and `after_insns` the VM's count at the start of the slice in which it
+was seen (it happened in between: within one quantum, 100,000 instructions by default, and
+usually much sooner, at the next console byte or trap). A satp write undone before any of
+those checks is not seen at all: Linux 6.1's set_satp_mode (arch/riscv/mm/init.c) writes
 Sv57, reads it back and writes 0 again within a few instructions, and what is recorded is
 its later, lasting switch to paging. U-mode is seen at the first trap from it (xv6's init
 and Linux's init make a system call within a few instructions of starting), or when a slice
@@ -101,12 +103,19 @@ class MilestoneRecorder:
     """The milestones of one VM (see the module docstring), fed by the VM's hooks.
 
     `instructions()` is the VM's instruction count including the running slice;
-    `now()` the virtual time including it (both exact from inside a slice's callbacks).
+    `now()` the virtual time including it (both exact from inside a slice's callbacks);
+    `running_hart()` the hart running now (None between slices) and `slice_start()` the VM's
+    count when the running slice began: at a console write or a trap, the running hart's
+    satp and privilege are looked at too, so paging is seen at the first of those after it
+    was turned on rather than only at the slice's end.
     """
 
     def __init__(self, instructions: Callable[[], int], now: Callable[[], int],
-                 wall: Callable[[], float] = time.perf_counter) -> None:
+                 wall: Callable[[], float] = time.perf_counter, running_hart: Callable[[], object] = lambda: None,
+                 slice_start: Callable[[], int] | None = None) -> None:
         self._instructions, self._now, self._wall = instructions, now, wall
+        self._running_hart = running_hart  # the hart whose instruction reached the console, if any
+        self._slice_start = slice_start if slice_start is not None else instructions
         self._started: float | None = None
         self._reached: dict[str, Milestone] = {}
         self._watches: list[_Watch] = []
@@ -186,6 +195,10 @@ class MilestoneRecorder:
 
     def console(self, data: bytes) -> None:
         """The guest wrote `data` to its console (called from inside the writing instruction)."""
+        if self._slice_pending:
+            hart = self._running_hart()
+            if hart is not None:
+                self._look_at(hart, self._instructions(), self._now(), self._slice_start(), "at a console write")
         if not self._console_pending or not data:
             return
         if FIRST_BYTE not in self._reached:
@@ -202,14 +215,19 @@ class MilestoneRecorder:
                         break
             pending = [w for w in pending if w.name not in self._reached]
             keep = max((w.lookback for w in pending), default=0)
-            self._tail = buffer[len(buffer) - keep:] if keep else b""
+            self._tail = buffer[-keep:] if keep else b""
         self._console_pending = bool(pending)
 
     def trap(self, privilege: int, hart_id: int) -> None:
         """A hart took a trap or an ecall from `privilege` (called from the exception hook)."""
+        if not self._slice_pending:
+            return
         if privilege == PRIV_U and USER_MODE not in self._reached:
             self._record(USER_MODE, detail=f"hart {hart_id} trapped from U-mode")
-            self._update_slice_pending()
+        hart = self._running_hart()
+        if hart is not None and PAGING not in self._reached:
+            self._look_at(hart, self._instructions(), self._now(), self._slice_start(), "at a trap")
+        self._update_slice_pending()
 
     def slice_ended(self, harts, start_instructions: int, retired: int, interrupts: int, clock: int) -> None:
         """The end of a slice that began at VM count `start_instructions` and retired `retired`.
@@ -224,15 +242,18 @@ class MilestoneRecorder:
             self._record(INTERRUPT, end, clock, after=start_instructions,
                          detail=f"{interrupts} interrupt{'s' if interrupts != 1 else ''} taken in the slice")
         for hart in harts:
-            if PAGING not in self._reached:
-                mode = hart.cpu.read_csr("satp") >> SATP_MODE_SHIFT
-                if mode:
-                    self._record(PAGING, end, clock, after=start_instructions,
-                                 detail=f"hart {hart.hart_id} satp mode {_SATP_MODES.get(mode, mode)}")
-            if USER_MODE not in self._reached and hart.cpu.get_privilege() == PRIV_U:
-                self._record(USER_MODE, end, clock, after=start_instructions,
-                             detail=f"hart {hart.hart_id} in U-mode at the slice's end")
+            self._look_at(hart, end, clock, start_instructions, "at the slice's end")
         self._update_slice_pending()
+
+    def _look_at(self, hart, instructions: int, clock: int, after: int, when: str) -> None:
+        """Paging and U-mode as `hart` shows them now: seen late, between `after` and `instructions`."""
+        if PAGING not in self._reached:
+            mode = hart.cpu.read_csr("satp") >> SATP_MODE_SHIFT
+            if mode:
+                self._record(PAGING, instructions, clock, after=after,
+                             detail=f"hart {hart.hart_id} satp mode {_SATP_MODES.get(mode, mode)} {when}")
+        if USER_MODE not in self._reached and hart.cpu.get_privilege() == PRIV_U:
+            self._record(USER_MODE, instructions, clock, after=after, detail=f"hart {hart.hart_id} in U-mode {when}")
 
     # -- recording ----------------------------------------------------------------------------
     def _update_slice_pending(self) -> None:

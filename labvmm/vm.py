@@ -90,7 +90,8 @@ class VM(Lifecycle, inspection.Inspection):
         #: Boot milestones (labvmm.milestones): first console byte, paging, U-mode, interrupt, prompts.
         self.milestones = MilestoneRecorder(
             instructions=lambda: self.instructions + (self.harts.retired_in_slice() if self._booted else 0),
-            now=lambda: self.now() if self._booted else self._host_clock())
+            now=lambda: self.now() if self._booted else self._host_clock(),
+            running_hart=lambda: self.harts.current if self._booted else None, slice_start=lambda: self.instructions)
         self.resets = 0
         self.guest_seconds = 0.0  # wall time inside the CPU, exit handlers included
         self._closed_exit_seconds = 0.0  # exit handler time of harts closed by a reset
