@@ -198,7 +198,7 @@ class MilestoneRecorder:
         if self._slice_pending:
             hart = self._running_hart()
             if hart is not None:
-                self._look_at(hart, self._instructions(), self._now(), self._slice_start(), "at a console write")
+                self._look_at(hart, "at a console write")
         if not self._console_pending or not data:
             return
         if FIRST_BYTE not in self._reached:
@@ -208,15 +208,20 @@ class MilestoneRecorder:
             buffer = self._tail + bytes(data)
             old = len(self._tail)
             for watch in pending:
-                start = max(0, old - watch.lookback)
-                for found in watch.pattern.finditer(buffer, start):
-                    if found.end() > old:  # it includes a byte of this write
-                        self._record(watch.name, detail=f"console printed {watch.shown}")
-                        break
+                if self._found(watch, buffer, old):
+                    self._record(watch.name, detail=f"console printed {watch.shown}")
             pending = [w for w in pending if w.name not in self._reached]
             keep = max((w.lookback for w in pending), default=0)
             self._tail = buffer[-keep:] if keep else b""
         self._console_pending = bool(pending)
+
+    @staticmethod
+    def _found(watch: _Watch, buffer: bytes, old: int) -> bool:
+        """Whether `watch` matches in `buffer` with a byte past `old` (the bytes of this write)."""
+        start = max(0, old - watch.lookback)
+        if watch.literal is not None:
+            return buffer.find(watch.literal, start) >= 0  # from `start` any match ends past `old`
+        return any(found.end() > old for found in watch.pattern.finditer(buffer, start))
 
     def trap(self, privilege: int, hart_id: int) -> None:
         """A hart took a trap or an ecall from `privilege` (called from the exception hook)."""
@@ -226,7 +231,7 @@ class MilestoneRecorder:
             self._record(USER_MODE, detail=f"hart {hart_id} trapped from U-mode")
         hart = self._running_hart()
         if hart is not None and PAGING not in self._reached:
-            self._look_at(hart, self._instructions(), self._now(), self._slice_start(), "at a trap")
+            self._look_at(hart, "at a trap")
         self._update_slice_pending()
 
     def slice_ended(self, harts, start_instructions: int, retired: int, interrupts: int, clock: int) -> None:
@@ -242,11 +247,22 @@ class MilestoneRecorder:
             self._record(INTERRUPT, end, clock, after=start_instructions,
                          detail=f"{interrupts} interrupt{'s' if interrupts != 1 else ''} taken in the slice")
         for hart in harts:
-            self._look_at(hart, end, clock, start_instructions, "at the slice's end")
+            self._look_at(hart, "at the slice's end", end, clock, start_instructions)
         self._update_slice_pending()
 
-    def _look_at(self, hart, instructions: int, clock: int, after: int, when: str) -> None:
-        """Paging and U-mode as `hart` shows them now: seen late, between `after` and `instructions`."""
+    def _look_at(self, hart, when: str, instructions: int | None = None, clock: int | None = None,
+                 after: int | None = None) -> None:
+        """Paging and U-mode as `hart` shows them now: seen late, between `after` and `instructions`.
+
+        Inside a slice (no `instructions` given) the counts are the running ones, and `after`
+        the VM's count at the slice's start.
+        """
+        if instructions is None and (PAGING not in self._reached or USER_MODE not in self._reached):
+            satp, priv = hart.cpu.read_csr("satp"), hart.cpu.get_privilege()
+            if not (satp >> SATP_MODE_SHIFT and PAGING not in self._reached) and not (
+                    priv == PRIV_U and USER_MODE not in self._reached):
+                return  # nothing new: the counts are not worth computing
+            instructions, clock, after = self._instructions(), self._now(), self._slice_start()
         if PAGING not in self._reached:
             mode = hart.cpu.read_csr("satp") >> SATP_MODE_SHIFT
             if mode:
