@@ -10,7 +10,8 @@ guests run, never what they print, except the lines normalize.py already rewrite
 they depend on timing. The attacker's events are in its log and the host's, and in no one
 else's.
 
-About 3-4 minutes on a loaded two-core machine (three boots alone, the same three together).
+About 80 s of CPU (three sessions alone, the same three together): 76 s of wall time when
+the machine is quiet, 5 minutes when other work shares its two cores.
 """
 
 from __future__ import annotations
