@@ -3,10 +3,12 @@
     python benchmarks/bench.py                  # the full run (docs/benchmarks.md), ~1-2 min
     python benchmarks/bench.py --quick          # smaller sizes, fewer repetitions
     python benchmarks/bench.py --only mmio      # one benchmark (repeatable option)
+    python benchmarks/bench.py --only boot      # real OSes to their boot milestones (minutes; not in the full run)
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
 
-Benchmarks: throughput, qemu, mmio, density, scheduler. Each compares labvmm with a
+Benchmarks: throughput, qemu, mmio, density, scheduler, boot (real OSes to their
+milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
 reference measured in the same run (repetitions interleaved, best of each side kept), so
 the ratios hold on any machine even though the absolute figures do not.
 """
@@ -26,7 +28,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import cases, density, rawguest  # noqa: E402
+from benchmarks import boot, cases, density, rawguest  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
 
 BENCHMARKS = {
@@ -35,7 +37,10 @@ BENCHMARKS = {
     "mmio": cases.mmio,
     "density": density.density,
     "scheduler": cases.scheduler,
+    "boot": boot.bench_rows,
 }
+#: Benchmarks only `--only` runs: booting real OSes takes minutes.
+OPT_IN = ("boot",)
 
 
 def run(names: list[str], sizes: cases.Sizes, progress=None) -> list[Row]:
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(profile(args.profile, sizes))
         return 0
-    names = args.only or list(BENCHMARKS)
+    names = args.only or [name for name in BENCHMARKS if name not in OPT_IN]
     started = time.perf_counter()
     rows = run(names, sizes, progress=lambda msg: print(msg, file=sys.stderr))
     total = time.perf_counter() - started

@@ -167,12 +167,13 @@ LABVMM_TIMEOUT_SCALE = 5.0
 
 
 def run_on_labvmm(boot: Boot, steps: Sequence[Step], *, host=None,
-                  timeout_scale: float = LABVMM_TIMEOUT_SCALE) -> Transcript:
+                  timeout_scale: float = LABVMM_TIMEOUT_SCALE, prepare=None) -> Transcript:
     """Boot `boot` on labvmm, play `steps` on its UART (labvmm.expect.VMConsole); the transcript.
 
     On a fresh Host of just enough memory unless `host` is given; the VM is destroyed at
     the end (its disks closed) either way. Each step waits `timeout_scale` times its
-    timeout.
+    timeout. `prepare(vm)`, if given, is called before the VM starts (e.g. to
+    `vm.watch_prompt`; its milestones stay readable after the VM is destroyed).
 
     Raises:
         labvmm.expect.ExpectError: a step did not see its reply (the VM's state is appended).
@@ -182,6 +183,8 @@ def run_on_labvmm(boot: Boot, steps: Sequence[Step], *, host=None,
     host = host if host is not None else Host(memory_mib=boot.memory_mib)
     vm = boot.create_vm(host)
     try:
+        if prepare is not None:
+            prepare(vm)
         vm.start()
         console = VMConsole(host, vm)
         steps = [dataclasses.replace(step, timeout_s=step.timeout_s * timeout_scale) for step in steps]

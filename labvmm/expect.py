@@ -4,7 +4,8 @@ A `Console` is anything that gives bytes the guest printed and takes bytes typed
 `ProcessConsole` is a program's stdio through pipes (QEMU with `-nographic`); `VMConsole` is
 a labvmm VM's UART, which runs the host while it waits. `run_script` plays a list of `Step`s against a console and returns a
 `Transcript`: every byte printed, the wall time to the first byte and to each step's reply,
-and the output that belongs to each step. Tests compare transcripts (after normalizing the
+and the output that belongs to each step; `run_scripts` plays one script per VM on several
+VMs of one host at once. Tests compare transcripts (after normalizing the
 lines that depend on timing); benchmarks read the times.
 
     with ProcessConsole(["qemu-system-riscv64", ...]) as console:
@@ -219,6 +220,116 @@ class VMConsole:
         if self.vm.state.value not in ("running", "paused", "created"):
             raise EOFError(f"VM {self.vm.name!r} is {self.vm.state.value}")
         self.vm.send_input(bytes(data))
+
+
+class _Player:
+    """One script on one VM of `run_scripts`: its transcript, its step, what it has seen."""
+
+    def __init__(self, vm, steps: Sequence[Step], start: float) -> None:
+        self.vm, self.steps, self.start = vm, list(steps), start
+        self.t = Transcript()
+        self.index = 0  # the step being waited for
+        self.matched = 0  # offset in the output after the previous step's reply
+        self.seen = vm.console.total
+        self.deadline = 0.0
+        self._begin()
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.steps)
+
+    def fresh(self) -> bool:
+        return self.vm.console.total > self.seen
+
+    def _closed(self) -> bool:
+        return self.vm.state.value not in ("running", "paused", "created")
+
+    def _fail(self, reason: str) -> None:
+        raise ExpectError(f"VM {self.vm.name!r}, step {self.steps[self.index].name!r}: {reason}", self.t)
+
+    def _begin(self) -> None:
+        """Type the current step's input and start its clock."""
+        if self.done:
+            return
+        step = self.steps[self.index]
+        if step.data():
+            if self._closed():
+                self._fail(f"cannot type {step.data()!r}, the VM is {self.vm.state.value}")
+            self.vm.send_input(step.data())
+        self.deadline = time.monotonic() + step.timeout_s
+
+    def poll(self) -> bool:
+        """Take what the VM printed, finish the steps it answers (typing the next ones); True if a step finished."""
+        console = self.vm.console
+        new = console.total - self.seen
+        if new:
+            self.seen = console.total
+            if self.t.first_byte_s is None:
+                self.t.first_byte_s = time.monotonic() - self.start
+            self.t.output += bytes(console.data[-new:])  # bytes past the console's bound are lost
+        progressed = False
+        while not self.done:
+            step = self.steps[self.index]
+            pattern = step.pattern()
+            found = pattern.search(self.t.output, self.matched) if pattern is not None else None
+            if found is None and not (pattern is None and self._closed()):
+                break
+            end = found.end() if found is not None else len(self.t.output)
+            self.t.milestones[step.name] = time.monotonic() - self.start
+            self.t.spans[step.name] = (self.matched, end)
+            self.matched = end
+            self.index += 1
+            progressed = True
+            self._begin()
+        return progressed
+
+    def check(self, stuck: bool) -> None:
+        """Fail the current step if its VM stopped, its time is up, or nothing on the host can run (`stuck`)."""
+        if self.done:
+            return
+        step = self.steps[self.index]
+        if self._closed() and step.expect is not None:
+            self._fail(f"the VM is {self.vm.state.value} ({self.vm.crash_reason or 'no crash'}) before {step.expect!r}")
+        if time.monotonic() > self.deadline:
+            self._fail(f"no {step.expect!r} within {step.timeout_s} s")
+        if stuck:
+            self._fail(f"every VM waits for input no timer brings, before {step.expect!r}")
+
+
+def run_scripts(host, scripts: dict, *, chunk_insns: int = 5_000_000) -> dict[str, Transcript]:
+    """Play a script on each of several VMs of one host at once; their transcripts by VM name.
+
+    `scripts` maps a VM (of `host`, started) to its steps. The host runs all its VMs as
+    its scheduler decides, in runs of up to `chunk_insns` instructions that stop after the
+    slice in which any scripted VM printed; then each script takes its VM's new output,
+    and a step whose reply came types the next step's input at once. Like `VMConsole`, input
+    is typed at the same virtual instant on every run, so the transcripts are
+    deterministic. Times count from this call.
+
+    Raises:
+        ValueError: two steps of one script share a name.
+        ExpectError: a step timed out, its VM stopped first, or every VM waits for input
+            that no timer brings (the message names the VM).
+    """
+    if chunk_insns <= 0:
+        raise ValueError(f"chunk_insns {chunk_insns!r} must be positive")
+    for vm, steps in scripts.items():
+        names = [step.name for step in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"VM {vm.name!r}: step names must be unique: {names}")
+    start = time.monotonic()
+    players = [_Player(vm, steps, start) for vm, steps in scripts.items()]
+    while True:
+        progressed = any([p.poll() for p in players])  # a list: every player takes its output
+        waiting = [p for p in players if not p.done]
+        if not waiting:
+            return {p.vm.name: p.t for p in players}
+        result = host.run(max_insns=chunk_insns, until=lambda h: any(p.fresh() for p in waiting))
+        stuck = (result.stopped_because in ("all-idle", "all-paused", "all-stopped")
+                 and not progressed and not any(p.fresh() for p in players))
+        for p in waiting:
+            p.poll()
+            p.check(stuck and not p.done)
 
 
 class ProcessConsole:

@@ -25,8 +25,10 @@ class Hart:
 
     def __init__(self, hart_id: int, *, clint, plic, mtime_ticks: Callable[[], int],
                  timer_changed: Callable[[], None],
-                 make_context: Callable[["Hart"], exit_handlers.ExitContext], guest_read) -> None:
+                 make_context: Callable[["Hart"], exit_handlers.ExitContext], guest_read,
+                 trap_seen: Callable[[int, int], None] | None = None) -> None:
         self.hart_id = hart_id
+        self._trap_seen = trap_seen  # (privilege trapped from, hart id): the VM's milestones
         self.csrs = HartCsrs(CsrHost(
             privilege=lambda: self.cpu.get_privilege(),
             mcounteren=lambda: self.cpu.read_csr("mcounteren"),
@@ -90,6 +92,8 @@ class Hart:
     def _on_trap(self, event):
         started = time.perf_counter()
         try:
+            if self._trap_seen is not None:
+                self._trap_seen(event.privilege, self.hart_id)
             return exit_handlers.handle_trap(self.exit_context, event)
         except Exception as exc:
             return Fault("vmm", self.cpu.pc, reason=f"VMM error handling {event}: {exc!r}")

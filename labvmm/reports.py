@@ -81,7 +81,9 @@ class Reports:
             report["scheduling"] = {**report["scheduling"], "throttled_to": self._throttle[vm.name]}
         report["frames"] = self.pool.owned_frames(vm.id)
         # Its host time and cost per instruction (wall-clock, like the rest of "wall").
-        report["wall"] = {**report["wall"], **self.accounting.vm_figures(vm, list(self.vms.values()))}
+        report["milestones"] = vm.milestones.to_dict()  # labvmm.milestones; wall seconds under "wall"
+        report["wall"] = {**report["wall"], **self.accounting.vm_figures(vm, list(self.vms.values())),
+                          "milestones": vm.milestones.wall()}
         return report
 
     def vmm_seconds(self) -> float:

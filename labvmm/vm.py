@@ -30,6 +30,7 @@ from .lifecycle import Lifecycle, VMState
 from .isolation import DEFAULT_POLICY, IsolationEvent, IsolationLog, check_policy
 from .loader import Image, resolve_params
 from .memory import GuestMemory
+from .milestones import MilestoneRecorder
 from .timers import DeviceTimers, EventCache
 from .virt import INSNS_PER_TICK
 
@@ -86,6 +87,11 @@ class VM(Lifecycle, inspection.Inspection):
         self.slices = 0
         self.exits: Counter[str] = Counter()
         self.console = ConsoleBuffer()
+        #: Boot milestones (labvmm.milestones): first console byte, paging, U-mode, interrupt, prompts.
+        self.milestones = MilestoneRecorder(
+            instructions=lambda: self.instructions + (self.harts.retired_in_slice() if self._booted else 0),
+            now=lambda: self.now() if self._booted else self._host_clock(),
+            running_hart=lambda: self.harts.current if self._booted else None, slice_start=lambda: self.instructions)
         self.resets = 0
         self.guest_seconds = 0.0  # wall time inside the CPU, exit handlers included
         self._closed_exit_seconds = 0.0  # exit handler time of harts closed by a reset
@@ -104,7 +110,7 @@ class VM(Lifecycle, inspection.Inspection):
     def _build_board(self, specs: list[DeviceSpec]) -> None:
         """The board's devices, then devices of your own (checked by labvmm.attach.check_devices)."""
         self.plic = Plic(harts=self.config.vcpus, changed=self._plic_changed)  # first: the others' lines are its sources
-        wiring = Wiring(plic=self.plic, irq_line=self._irq_line, console_write=self.console.write,
+        wiring = Wiring(plic=self.plic, irq_line=self._irq_line, console_write=self._console_write,
                         power_off=self._power_off, reset_requested=self._reset_requested,
                         mtime_ticks=self.mtime_ticks, timer_changed=lambda hart=0: self._timer_changed(),
                         context=self._device_context, harts=self.config.vcpus,
@@ -179,7 +185,8 @@ class VM(Lifecycle, inspection.Inspection):
 
     def _new_hart(self, hart_id: int) -> Hart:
         hart = Hart(hart_id, clint=self.clint, plic=self.plic, mtime_ticks=self.mtime_ticks,
-                    timer_changed=self._timer_changed, make_context=self._exit_context, guest_read=self.guest_read)
+                    timer_changed=self._timer_changed, make_context=self._exit_context, guest_read=self.guest_read,
+                    trap_seen=self.milestones.trap)
         for guest, host, size in self.memory.host_pointers():
             hart.cpu.map_ram(guest, host, size)
         hart.cpu.map_rom(RESET_ROM_BASE, self._rom.address, RESET_ROM_SIZE)
@@ -191,12 +198,17 @@ class VM(Lifecycle, inspection.Inspection):
         return exit_handlers.ExitContext(
             cpu=hart.cpu, bus=self.bus, guest_read=self.guest_read, ram_contains=self.memory.contains,
             exits=self.exits, record_violation=self._record_violation,
-            sbi_env=HartSbiEnv(self.id, self._vm_count, self.memory, self.console.write,
+            sbi_env=HartSbiEnv(self.id, self._vm_count, self.memory, self._console_write,
                                self.uart.take_input, lambda stime: self.set_timer(stime, hart),
                                harts=self._harts_view, hart=hart),
             firmware=self.config.firmware, policy=lambda: self._on_violation,
             own_instructions=lambda: hart.instructions + hart.cpu.retired_in_slice(),
         )
+
+    def _console_write(self, data: bytes) -> None:
+        """The guest printed (its UART's THR or an SBI console call): the console, then the milestones."""
+        self.console.write(data)
+        self.milestones.console(data)
 
     def _harts_view(self):
         return self.harts
@@ -279,6 +291,19 @@ class VM(Lifecycle, inspection.Inspection):
         self._timer_changed()
 
     # -- running --------------------------------------------------------------------------
+    def start(self) -> None:
+        """created -> running; wall seconds of the milestones count from the first start."""
+        super().start()
+        self.milestones.started()
+
+    def watch_prompt(self, pattern, name: str = "prompt") -> None:
+        """Record milestone `name` when the console first prints `pattern` (labvmm.milestones).
+
+        `pattern`: literal str or bytes, or a compiled bytes regex; only output printed after
+        the call is searched. Raises ConfigError for an empty pattern or a name in use.
+        """
+        self.milestones.watch_prompt(pattern, name)
+
     def interrupt_pending(self) -> bool:
         """True when an interrupt enabled in mie is pending on a started hart (what wakes a hart from wfi)."""
         return any(h.interrupts.any_pending() for h in self.harts.started())
@@ -320,6 +345,7 @@ class VM(Lifecycle, inspection.Inspection):
         injected = sum(h.injected_total for h in self.harts) - injected
         if injected:
             self.exits["interrupt"] += injected
+        self.milestones.slice_ended(self.harts, self.instructions, retired, injected, self._host_clock() + retired)
         self.guest_seconds += time.perf_counter() - started  # wall time inside the CPU
         self.instructions += retired
         self.slices += 1

@@ -23,7 +23,7 @@ import numpy as np
 from ..virt import NOMINAL_IPS
 from .axes import Plot, format_seconds, nice_ticks, text_width
 from .history import SampleSeries, SliceTable
-from .palette import ALARM_COLOR, BACKGROUND, FREE_COLOR, ISOLATION_COLOR, rgb, vm_color
+from .palette import ALARM_COLOR, BACKGROUND, FREE_COLOR, ISOLATION_COLOR, MILESTONE_COLOR, rgb, vm_color
 
 __all__ = ["ChartInfo", "share_chart", "timeline_chart", "occupancy", "png_bytes", "ownership_raster",
            "vm_color", "rgb", "FREE_COLOR", "BACKGROUND", "ALARM_COLOR", "ISOLATION_COLOR"]
@@ -156,14 +156,17 @@ def occupancy(starts: np.ndarray, lengths: np.ndarray, lo: float, hi: float, col
 
 
 def timeline_chart(slices: SliceTable, ids: dict[str, int], start: int, end: int,
-                   marks: list[tuple[int, str]] = (), width: int = 640, lane_px: int = 18) -> tuple[np.ndarray, ChartInfo]:
+                   marks: list[tuple[int, str]] = (), width: int = 640, lane_px: int = 18,
+                   lane_marks: dict[str, list[int]] | None = None) -> tuple[np.ndarray, ChartInfo]:
     """Scheduler slices as one lane per VM over virtual time [start, end], with marks as vertical lines.
 
     Each pixel column of a lane is filled up to the fraction of that column's time the VM
     ran, so thousands of slices stay readable when zoomed out (a full bar: it ran all the
     time; a low bar: now and then) and become separate bars when zoomed in, with a darker
     edge where one slice ends and the next of the same VM begins. `marks` are (time,
-    "#rrggbb") lines (alarms, isolation events).
+    "#rrggbb") lines (alarms, isolation events); `lane_marks` are times marked in one VM's
+    lane only (its boot milestones, labvmm.milestones): a short MILESTONE_COLOR tick with a
+    triangle on top.
     """
     names = list(ids)
     label_px = min(max((text_width(n) for n in names), default=30) + 20, 200)
@@ -205,6 +208,14 @@ def timeline_chart(slices: SliceTable, ids: dict[str, int], start: int, end: int
         if start <= t <= end:
             x = min(plot.x_pixel(t), columns - 1)
             area[:, max(x - 1, 0) : x + 1] = rgb(color)
+    for lane, name in enumerate(names):
+        for t in (lane_marks or {}).get(name, ()):
+            if start <= t <= end:
+                x = min(plot.x_pixel(t), columns - 1)
+                top = lane * lane_px
+                area[top + 1 : top + lane_px - 1, max(x - 1, 0) : x + 1] = rgb(MILESTONE_COLOR)
+                for row in range(3):  # a small triangle at the lane's top
+                    area[top + 1 + row, max(x - 3 + row, 0) : x + 3 - row] = rgb(MILESTONE_COLOR)
     _time_axis(plot, start, end)
     plot.frame()
     info = ChartInfo(start, end, first if first is None else max(first, start), last if last is None else min(last, end),
@@ -282,8 +293,12 @@ def draw_timeline(ax, snap, start: int, end: int) -> None:
     for e in snap.isolation:
         if start <= e["time_insns"] <= end:
             ax.axvline(e["time_insns"] / NOMINAL_IPS, color=ISOLATION_COLOR, lw=1, ls=":")
+    for lane, name in enumerate(names):
+        times = [t / NOMINAL_IPS for t, _ in snap.vms[name].milestones if start <= t <= end]
+        if times:
+            ax.plot(times, [lane + 0.3] * len(times), "v", color=MILESTONE_COLOR, ms=4)
     ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("virtual time (s); red: alarm, dotted: isolation event")
+    ax.set_xlabel("virtual time (s); red: alarm, dotted: isolation event, triangles: boot milestones")
     if end > start:
         ax.set_xlim(start / NOMINAL_IPS, end / NOMINAL_IPS)
 

@@ -31,6 +31,7 @@ BACKGROUND = "#ffffff"
 ALARM_COLORS = {"yellow": "#e0b000", "red": "#d00000"}
 ALARM_COLOR = ALARM_COLORS["red"]
 ISOLATION_COLOR = "#000000"
+MILESTONE_COLOR = "#6a3d9a"  # a boot milestone (labvmm.milestones), in its VM's lane
 MUTED = "#9a9a9a"  # what no longer applies: the alarms of a VM that has stopped
 
 #: Linear-RGB matrices of Machado et al. (2009), severity 1.0, for the palette's checks.

@@ -61,6 +61,7 @@ class VmView:
     alarm: str  # worst alarm state of this VM: green, yellow or red
     registers: dict[str, int] | None = None  # only for watched VMs
     code: bytes | None = None  # CODE_BYTES at pc, for watched VMs (None outside RAM)
+    milestones: list[tuple[int, str]] = field(default_factory=list)  # (virtual time, name), labvmm.milestones
 
     @property
     def finished(self) -> bool:
@@ -176,6 +177,7 @@ def vm_view(vm, host=None, samples=None, registers: bool = False, console_cache:
         runs=[(r.guest_addr, r.first_frame, r.frames) for r in vm.memory.runs] if alive else [],
         isolation_events=len(vm.isolation_events),
         alarm="green",
+        milestones=[(m.time_insns, m.name) for m in vm.milestones],
     )
     if registers and alive:
         view.registers = vm.registers()

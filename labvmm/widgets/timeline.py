@@ -39,7 +39,9 @@ class TimelinePanel(Panel):
         "one lane per VM; a coloured bar is a slice in which that VM had the CPU (one quantum, or less "
         "when it blocked or was preempted). Zoomed out, a bar's height is how much of that moment the VM "
         "ran. Gaps are idle time. <span style='color:#d00000'>Red</span> and <span style='color:#e0b000'>yellow"
-        "</span> lines mark alarms (critical, warning), black ones isolation events. Scroll over the chart to zoom, drag to move in time, double-click to follow the run."
+        "</span> lines mark alarms (critical, warning), black ones isolation events; a <span style='color:#6a3d9a'>purple"
+        "</span> tick in a VM's lane is one of its boot milestones (first console byte, paging on, first U-mode "
+        "entry, first interrupt, prompt). Scroll over the chart to zoom, drag to move in time, double-click to follow the run."
     )
 
     def __init__(self, host, runner=None, span_insns: int | None = SPAN_INSNS) -> None:
@@ -158,7 +160,9 @@ class TimelinePanel(Panel):
             return
         start, end = self.view_range(snap)
         ids = {name: v.id for name, v in snap.vms.items()}
-        image, info = timeline_chart(snap.slices, ids, start, end, self._marks(snap), width=WIDTH_PX)
+        milestones = {name: [t for t, _ in v.milestones] for name, v in snap.vms.items()}
+        image, info = timeline_chart(snap.slices, ids, start, end, self._marks(snap), width=WIDTH_PX,
+                                     lane_marks=milestones)
         self.view, self.info = (start, end), info
         png = png_bytes(image)
         with self.chart.hold_sync():
@@ -187,6 +191,10 @@ class TimelinePanel(Panel):
                  f"{len(snap.slices):,} newest slices ({snap.slices.total:,} so far)"]
         for t, vm, n, why in snap.slices.rows(last=8):
             lines.append(f"  t={t:>12,} {vm:<16} {n:>8,} insns -> {why}")
+        for name, view in snap.vms.items():
+            if view.milestones:
+                marks = ", ".join(f"{what} {t / NOMINAL_IPS:.4f} s" for t, what in view.milestones)
+                lines.append(f"  {name} milestones: {marks}")
         return "\n".join(lines)
 
     def picture(self, snap) -> bytes:
