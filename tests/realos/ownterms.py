@@ -49,6 +49,8 @@ def uboot_sees_two_disks(t) -> None:
 def linux_answers(t, harts: int) -> None:
     """/proc/cpuinfo has one entry per hart, `cpus` counts them, echo and cat reply, poweroff powers down."""
     assert t.output_of("prompt").count("processor\t:") == harts
+    listed = sorted(int(h) for h in re.findall(r"^hart\t+: (\d+)\r?$", t.output_of("prompt"), re.M))
+    assert listed == list(range(harts)), f"/proc/cpuinfo lists harts {listed}, expected 0..{harts - 1}"
     assert f"cpus: {harts} online" in t.output_of("cpus")
     assert re.search(r"^Linux \(none\) 6\.1\.\d+ #1 SMP .* riscv64\r?$", t.output_of("uname"), re.M)
     assert "Hello from labvmm's initramfs." in t.output_of("cat motd")

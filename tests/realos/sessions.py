@@ -133,8 +133,8 @@ SESSIONS = {s.name: s for s in [
     Session("xv6-smp3-usertests", "xv6", _xv6(3), realos.XV6_BOOT_STEPS + realos.XV6_USERTESTS_STEPS, slow=True),
     Session("uboot-fw_jump", "uboot", _uboot(realos.FW_JUMP), UBOOT_STEPS),
     Session("uboot-fw_dynamic", "uboot", _uboot(realos.FW_DYNAMIC), UBOOT_STEPS),
-    # fw_dynamic hands QEMU's boot_hart 0 to OpenSBI, so hart 0 boots Linux on every run;
-    # fw_jump's cold-boot lottery would let any hart be Linux's CPU 0 (normalize.py).
+    # With several harts any of them can become Linux's CPU 0, under fw_dynamic too (a CI run
+    # of QEMU booted on hart 3): normalize.py rewrites the hart numbers that follow from it.
     Session("linux-smp1", "linux", _linux(1, realos.FW_DYNAMIC), LINUX_STEPS),
     Session("linux-smp4", "linux", _linux(4, realos.FW_DYNAMIC), LINUX_STEPS),
     Session("linux-smp1-fw_jump", "linux", _linux(1, realos.FW_JUMP), LINUX_STEPS),

@@ -49,6 +49,17 @@ def test_opensbi_boot_hart_is_masked_for_firmware_that_races():
                                         "Boot HART ID              : <boot hart>\n")
 
 
+def test_linux_boot_hart_and_cpuinfo_harts_are_masked_but_processor_numbers_kept():
+    """Booted on hart 3 or hart 0, Linux's hart lines normalize the same; processor numbers stay."""
+    def boot(harts: list[int]) -> str:
+        blocks = "".join(f"processor\t: {i}\nhart\t\t: {h}\nisa\t\t: rv64imafdc\n\n" for i, h in enumerate(harts))
+        return f"riscv_timer_init_dt: Registering clocksource cpuid [0] hartid [{harts[0]}]\n" + blocks
+    on_3 = normalize("linux", boot([3, 0, 1, 2]))
+    assert on_3 == normalize("linux", boot([0, 1, 2, 3]))
+    assert "hartid [<boot hart>]" in on_3 and "processor\t: 3\nhart\t\t: <hart>\n" in on_3
+    assert on_3 != normalize("linux", boot([0, 1, 2]))
+
+
 def test_differences_that_do_not_depend_on_timing_survive():
     """A changed word outside the rules still makes two transcripts differ."""
     for os_name in RULES:
