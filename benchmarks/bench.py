@@ -7,8 +7,9 @@
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
 
-Benchmarks: throughput, qemu, mmio, density, scheduler, boot (real OSes to their
-milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
+Benchmarks: throughput, qemu, mmio, density, scheduler, engine (one loop of register,
+load or store bodies on labvmm, bare Unicorn and QEMU: what the CPU engine costs),
+boot (real OSes to their milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
 reference measured in the same run (repetitions interleaved, best of each side kept), so
 the ratios hold on any machine even though the absolute figures do not.
 """
@@ -28,7 +29,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import boot, cases, density, rawguest  # noqa: E402
+from benchmarks import boot, cases, density, engine, rawguest  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
 
 BENCHMARKS = {
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "mmio": cases.mmio,
     "density": density.density,
     "scheduler": cases.scheduler,
+    "engine": engine.engine,
     "boot": boot.bench_rows,
 }
 #: Benchmarks only `--only` runs: booting real OSes takes minutes.

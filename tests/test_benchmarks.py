@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is a folder of the checkout, not part of the package
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench, cases, harts, rawguest  # noqa: E402
+from benchmarks import bench, cases, engine, harts, rawguest  # noqa: E402
 from benchmarks.bare import RAM_BASE, BareMachine, RamBuffer, run_round_robin  # noqa: E402
 from benchmarks.measure import best_of, rss_bytes  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
@@ -171,3 +171,50 @@ def test_hart_switch_benchmark_compares_runs_that_retire_the_same_instructions()
     (row,) = harts.rows(repeats=1, quanta=(101,), rounds=50)
     assert row.details["same_instructions"] and row.details["instructions"] > 4 * 50
     assert row.ratio > 0 and row.unit == "s"
+
+
+# -- the engine loops ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", engine.KINDS)
+def test_engine_loop_retires_five_instructions_per_iteration_on_labvmm(tmp_path, kind):
+    """Each loop guest powers off after exactly 7 + 5 * N + 4 instructions, whatever its body."""
+    path = tmp_path / f"{kind}.bin"
+    counts = []
+    for n in (10, 1000):
+        path.write_bytes(engine.loop_image(kind, n))
+        _seconds, insns = engine.run_labvmm(str(path))
+        counts.append(insns)
+    assert counts == [7 + 5 * 10 + 4, 7 + 5 * 1000 + 4]
+
+
+def test_engine_store_loop_writes_the_bytes_it_counts_down_over():
+    """The store body clears bytes 1..N of the window (the counter runs N..1); its neighbours stay."""
+    image = parse_image(engine.loop_image("store", 100), "loop", RAM_BASE)
+    machine = BareMachine(image, RamBuffer(engine.VM_MIB << 20), engine.VM_MIB << 20)
+    machine.uc.mem_write(engine.BUFFER, b"\xff" * 256)
+    run_round_robin([machine], 1000)
+    window = machine.uc.mem_read(engine.BUFFER, 256)
+    assert machine.powered_off and window[0] == 0xFF and window[101] == 0xFF
+    assert bytes(window[1:101]) == bytes(100)
+
+
+def test_engine_loop_refuses_bad_kind_and_count():
+    """A body that does not exist or a count out of range is refused with the accepted values."""
+    with pytest.raises(ValueError, match="register, load, store"):
+        engine.loop_image("divide", 10)
+    with pytest.raises(ValueError, match="iterations must be"):
+        engine.loop_image("store", 0)
+
+
+def test_engine_benchmark_runs_and_returns_sane_rows():
+    """Two rows per kind (against bare Unicorn and against QEMU, or QEMU skipped), complete."""
+    sizes = dataclasses.replace(TINY, compute_iterations=40_000, qemu_iterations=400_000_000)
+    rows = bench.run(["engine"], sizes)
+    assert len(rows) == 2 * len(engine.KINDS)
+    for row in rows[::2]:
+        check_row(row)
+        assert row.details["instructions"] == 7 + 5 * 10_000 + 4
+    for row in rows[1::2]:
+        if shutil.which(cases.QEMU) is not None:
+            check_row(row)
+        else:
+            assert "skipped" in row.details
