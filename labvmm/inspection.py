@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from . import traps
 from .errors import ConfigError, GuestMemoryError, LifecycleError
 from .memory import PAGE_SIZE
 from .vcpu import ABI_NAMES, CSR_NAMES, PRIV_NAMES
@@ -98,6 +99,29 @@ class Inspection:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise GuestMemoryError(f"read_memory {what} must be an integer, got {type(value).__name__} {value!r}")
         return self.memory.read(addr, length)
+
+    def read_code(self, pc: int, length: int, hart: int = 0) -> bytes | None:
+        """Up to `length` bytes at virtual address `pc` as `hart` would fetch them now.
+
+        With paging on (satp not Bare, below M-mode) each page goes through the hart's page
+        tables, as the hart's own fetch does; otherwise `pc` is physical. The bytes stop at
+        the first page a fetch could not reach (unmapped, not executable, outside RAM);
+        None when not even the first one can be.
+        """
+        self._alive()
+        cpu = self._cpu_of(hart)
+        for what, value in (("pc", pc), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise GuestMemoryError(f"read_code {what} must be a non-negative integer, got {value!r}")
+        out, addr = b"", pc
+        while len(out) < length:
+            physical = traps.translate(cpu, self.guest_read, addr, traps.ACCESS_FETCH)
+            chunk = min(length - len(out), PAGE_SIZE - (addr & (PAGE_SIZE - 1)))
+            data = None if physical is None else self.guest_read(physical, chunk)
+            if data is None:
+                break
+            out, addr = out + data, addr + chunk
+        return out or None
 
     def device_stats(self) -> dict[str, dict]:
         """Counters of the VM's virtio devices by name (disk0, net0, rng): requests, bytes, notifications, ...

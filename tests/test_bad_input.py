@@ -232,6 +232,8 @@ ROWS = [
         lambda c: c.vm.read_memory(RAM, 1 << 40)),
     Row("memory-read-type", GuestMemoryError, "read_memory addr must be an integer, got str '0x80000000'",
         lambda c: c.vm.read_memory("0x80000000", 4)),
+    Row("code-read-type", GuestMemoryError, "read_code pc must be a non-negative integer, got '0x80000000'",
+        lambda c: c.vm.read_code("0x80000000", 8)),
     Row("input-type", ConfigError, "input must be bytes or str, got int", lambda c: c.vm.send_input(5)),
     # -- shared pages and devices of your own --------------------------------------------------------------
     Row("share-same-vm", ConfigError, "cannot share pages of VM 'hello' with itself",

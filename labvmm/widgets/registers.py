@@ -123,7 +123,7 @@ class RegistersPanel(Panel):
     def _code_html(self, outside: bool) -> str:
         head = "<div style='margin-top:6px'><b>next instructions</b> <small style='color:#555'>from pc on</small></div>"
         if outside:
-            return head + "<i>pc is outside RAM: nothing to disassemble</i>"
+            return head + "<i>pc is outside RAM or not mapped for execution: nothing to disassemble</i>"
         lines = []
         for k, (addr, raw, text) in enumerate(self.instructions):
             line = f"{'->' if k == 0 else '  '} {addr:#010x}  <span style='color:#888'>{raw:<8}</span>  {html.escape(text)}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GuestMemoryError, LabvmmError
+from ..errors import LabvmmError
 from ..memory import PAGE_SIZE
 from ..metrics import DEFAULT_CAPACITY
 from .history import SampleHistory, SampleSeries, SliceHistory, SliceTable
@@ -60,7 +60,7 @@ class VmView:
     isolation_events: int
     alarm: str  # worst alarm state of this VM: green, yellow or red
     registers: dict[str, int] | None = None  # only for watched VMs
-    code: bytes | None = None  # CODE_BYTES at pc, for watched VMs (None outside RAM)
+    code: bytes | None = None  # CODE_BYTES at pc as the hart fetches them (VM.read_code), for watched VMs; None if unreachable
     milestones: list[tuple[int, str]] = field(default_factory=list)  # (virtual time, name), labvmm.milestones
 
     @property
@@ -181,10 +181,7 @@ def vm_view(vm, host=None, samples=None, registers: bool = False, console_cache:
     )
     if registers and alive:
         view.registers = vm.registers()
-        try:
-            view.code = vm.read_memory(view.registers["pc"], CODE_BYTES)
-        except GuestMemoryError:
-            view.code = None
+        view.code = vm.read_code(view.registers["pc"], CODE_BYTES)  # through the page tables, as fetched
     return view
 
 

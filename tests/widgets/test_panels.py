@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labvmm import Host
+from labvmm.errors import GuestMemoryError
 from labvmm.widgets import (
     AllocationPanel,
     ConsolePanel,
@@ -68,6 +69,40 @@ def test_registers_panel_on_its_own_reads_the_vm():
     panel.refresh()
     assert panel.values["pc"] == vm.reg("pc")
 
+
+
+def _minikernel_in_user_mode():
+    """A host whose minikernel VM is stopped in U-mode under Sv39 (its user code at 0x40_0000)."""
+    host = Host(memory_mib=64)
+    vm = host.create_vm("minikernel", memory_mib=32)
+    for _ in range(400):
+        host.step(vm.name, 20_000)
+        if vm.reg("priv") == 0:
+            return host, vm
+    raise AssertionError("minikernel never reached U-mode")
+
+
+def test_registers_disassemble_the_instructions_at_a_virtual_pc():
+    """Under paging the panel decodes the bytes the hart fetches (through its page tables), not physical pc."""
+    _host, vm = _minikernel_in_user_mode()
+    pc = vm.reg("pc")
+    assert vm.reg("satp") >> 60 == 8 and pc < vm.memory.base  # Sv39, a user address below RAM
+    panel = RegistersPanel(vm)
+    panel.refresh()
+    from labvmm import traps
+    physical = traps.translate(vm.cpu, vm.guest_read, pc)
+    assert physical is not None and physical != pc
+    assert vm.read_code(pc, 8) == vm.read_memory(physical, 8)
+    assert panel.instructions and panel.instructions[0][0] == pc
+    assert "nothing to disassemble" not in panel.code.value
+
+
+def test_read_code_stops_where_a_fetch_could_not_go():
+    """Unmapped virtual pages give no bytes; a bad argument is refused by name."""
+    _host, vm = _minikernel_in_user_mode()
+    assert vm.read_code(0x7000_0000, 16) is None  # nothing mapped there in the process
+    with pytest.raises(GuestMemoryError, match="read_code length"):
+        vm.read_code(vm.reg("pc"), -1)
 
 # -- VMs ---------------------------------------------------------------------------------
 def test_vms_panel_rows_match_the_host_report(runner, lab_host):
