@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from . import exit_handlers, traps
 from .attach import DeviceFault
+from .errors import ConfigError
 from .csrs import CsrHost, HartCsrs
 from .exits import Fault, Mmio
 from .interrupts import HartInterrupts
@@ -29,6 +30,7 @@ class Hart:
                  trap_seen: Callable[[int, int], None] | None = None) -> None:
         self.hart_id = hart_id
         self._trap_seen = trap_seen  # (privilege trapped from, hart id): the VM's milestones
+        self._trap_wrappers: list[Callable] = []  # wrap_traps: outermost last
         self.csrs = HartCsrs(CsrHost(
             privilege=lambda: self.cpu.get_privilege(),
             mcounteren=lambda: self.cpu.read_csr("mcounteren"),
@@ -89,12 +91,36 @@ class Hart:
         finally:
             self.exit_seconds += time.perf_counter() - started
 
+    def wrap_traps(self, wrapper: Callable) -> Callable[[], None]:
+        """Run `wrapper(event, handle)` around each trap labvmm handles on this hart; returns its remover.
+
+        `event` is the vCPU's trap exit (labvmm.exits: Trap or Ecall, with pc, privilege and,
+        for an exception, cause and tval); `handle(event)` runs what would have run without
+        the wrapper (the inner wrappers, then labvmm's handler) and returns its result, which
+        the wrapper must return. labvmm.course.traplog.TrapLog is one. An exception in a
+        wrapper stops the VM as a VMM error would.
+        """
+        if not callable(wrapper):
+            raise ConfigError(f"a trap wrapper is called as wrapper(event, handle), got {wrapper!r}")
+        self._trap_wrappers.append(wrapper)
+
+        def remove() -> None:
+            if wrapper in self._trap_wrappers:
+                self._trap_wrappers.remove(wrapper)
+
+        return remove
+
+    def _handle_trap(self, event, depth: int):
+        if depth < 0:
+            return exit_handlers.handle_trap(self.exit_context, event)
+        return self._trap_wrappers[depth](event, lambda inner: self._handle_trap(inner, depth - 1))
+
     def _on_trap(self, event):
         started = time.perf_counter()
         try:
             if self._trap_seen is not None:
                 self._trap_seen(event.privilege, self.hart_id)
-            return exit_handlers.handle_trap(self.exit_context, event)
+            return self._handle_trap(event, len(self._trap_wrappers) - 1)
         except Exception as exc:
             return Fault("vmm", self.cpu.pc, reason=f"VMM error handling {event}: {exc!r}")
         finally:

@@ -613,3 +613,49 @@ def test_an_srst_reboot_by_hart_1_brings_the_harts_back_to_sbis_boot_state(host,
     assert (vm.resets, vm.state) == (1, VMState.RUNNING)
     entry = vm.image.entry
     assert [(v["state"], v["privilege"], v["pc"]) for v in vm.vcpus()] == [("started", "S", entry), ("stopped", "S", entry)]
+
+
+# -- wrap_traps: code of your own around each trap the VMM handles ---------------------------
+def test_trap_wrappers_nest_see_each_trap_and_can_be_removed():
+    """Wrappers run outermost-last-added first, each around the next; removed ones see no more."""
+    host = Host(memory_mib=32)
+    vm = host.create_vm("sbi-hello", memory_mib=16)
+    seen: list[str] = []
+
+    def wrapper(tag):
+        def wrap(event, handle):
+            seen.append(f"{tag}>")
+            result = handle(event)
+            seen.append(f"<{tag}")
+            return result
+        return wrap
+
+    remove_inner = vm.hart.wrap_traps(wrapper("inner"))
+    vm.hart.wrap_traps(wrapper("outer"))
+    host.run(max_insns=2_000)
+    assert seen[:4] == ["outer>", "inner>", "<inner", "<outer"]
+    remove_inner()
+    seen.clear()
+    host.run()
+    assert seen and set(seen) == {"outer>", "<outer"}
+    reference = Host(memory_mib=32)
+    plain = reference.create_vm("sbi-hello", memory_mib=16)
+    reference.run()
+    assert vm.console_text() == plain.console_text() and vm.instructions == plain.instructions  # watched, not changed
+
+
+def test_a_failing_trap_wrapper_stops_only_its_vm_and_a_bad_one_is_refused():
+    """An exception in a wrapper is a VMM error for that VM (crashed, reason named); others run on."""
+    host = Host(memory_mib=64)
+    vm = host.create_vm("sbi-hello", name="watched", memory_mib=16)
+    other = host.create_vm("sbi-hello", name="other", memory_mib=16)
+
+    def broken(event, handle):
+        raise RuntimeError("wrapper bug")
+
+    vm.hart.wrap_traps(broken)
+    host.run()
+    assert vm.state.value == "crashed" and "wrapper bug" in vm.crash_reason
+    assert other.state.value == "halted" and other.console_text()
+    with pytest.raises(ConfigError, match="wrapper\\(event, handle\\)"):
+        vm.hart.wrap_traps("not callable")

@@ -2,7 +2,8 @@
 
 Unicorn reports each synchronous exception of the guest to the VMM (labvmm.exit_handlers),
 which answers it as SBI firmware, emulates it, or enters the guest's own trap handler. A
-`TrapLog` attached to a VM writes down each one as the VMM sees it, before it is handled:
+`TrapLog` attached to a VM (through each hart's `wrap_traps`, labvmm.hart) writes down each
+one as the VMM sees it, before it is handled:
 
     log = TrapLog(vm)                      # attach to every hart of the VM
     host.run(max_insns=...)
@@ -90,22 +91,15 @@ class TrapLog:
         self.records: list[TrapRecord] = []
         self.dropped = 0
         self.error: BaseException | None = None
-        self._originals: list[tuple[object, Callable]] = []
-        for hart in vm.harts:
-            cpu = hart.cpu
-            original = getattr(cpu, "_on_trap", None)
-            if not callable(original):
-                raise ConfigError(f"VM {vm.name!r}: hart {hart.hart_id}'s vCPU has no trap callback to watch")
-            self._originals.append((cpu, original))
-            cpu._on_trap = self._watch(hart, original)
+        self._removers: list[Callable[[], None]] = [hart.wrap_traps(self._watch(hart)) for hart in vm.harts]
 
-    def _watch(self, hart, original: Callable) -> Callable:
+    def _watch(self, hart) -> Callable:
         vm, cpu = self.vm, hart.cpu
 
-        def on_trap(event):
+        def on_trap(event, handle):
             if len(self.records) >= self.limit:
                 self.dropped += 1
-                return original(event)
+                return handle(event)
             priv = cpu.get_privilege()
             cause = _ECALL_CAUSE.get(priv, 11) if not hasattr(event, "cause") else event.cause
             epc = event.pc if not hasattr(event, "cause") else event.pc - 4  # an exception's pc is past it by 4
@@ -113,7 +107,7 @@ class TrapLog:
             regs = {name: cpu.read_gpr(name) for name in ARG_REGISTERS}
             satp = cpu.read_csr("satp")
             instructions = vm.instructions + vm.harts.retired_in_slice()
-            result = original(event)
+            result = handle(event)
             handled = next((who for reason, who in _OUTCOMES if vm.exits[reason] != before[reason]), "stopped")
             if result is not None and type(result).__name__ == "Fault":
                 handled = "stopped"
@@ -133,9 +127,9 @@ class TrapLog:
 
     def detach(self) -> None:
         """Stop recording (the records stay)."""
-        for cpu, original in self._originals:
-            cpu._on_trap = original
-        self._originals = []
+        for remove in self._removers:
+            remove()
+        self._removers = []
 
     def __enter__(self) -> TrapLog:
         return self
