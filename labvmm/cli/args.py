@@ -119,6 +119,19 @@ def parse_inputs(items: list[str], names: list[str]) -> dict[str, bytes]:
     return out
 
 
+def parse_prompts(items: list[str], names: list[str]) -> dict[str, bytes]:
+    """--prompt [VM=]TEXT options: the prompt each VM's 'prompt' milestone waits for (one per VM)."""
+    out: dict[str, bytes] = {}
+    for item in items:
+        vm, text = _split_vm(item, names)
+        if not text:
+            raise UsageError(f"--prompt {item!r}: the TEXT to wait for is empty")
+        if vm in out:
+            raise UsageError(f"--prompt {item!r}: VM {vm!r} already has a prompt ({out[vm]!r}); one per VM")
+        out[vm] = unescape(text)
+    return out
+
+
 @dataclass(frozen=True)
 class InputAfter:
     """Type `text` into `vm`'s UART once `prompt` has appeared on its console."""

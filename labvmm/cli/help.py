@@ -30,7 +30,9 @@ Input from the command line:
                                TEXT once PROMPT has appeared on the VM's console; several run
                                in order per VM, e.g. --input-after 'version\\r:=> ' for
                                U-Boot. The first ':' ends TEXT (write \\: for a colon in TEXT).
-Both take backslash escapes: \\r (Enter), \\n, \\x04 (Ctrl-D), \\\\.
+  --prompt [VM=]TEXT           record a "prompt" milestone when TEXT first appears (the
+                               summary's milestones: block, --json).
+All three take backslash escapes: \\r (Enter), \\n, \\x04 (Ctrl-D), \\\\.
 """
 
 TOPICS = {"exits": "the summary's columns, every exit reason, why a run stops",

@@ -83,3 +83,28 @@ def print_summary(report: dict) -> None:
     devices = format_devices(report)
     if devices:
         print(devices)
+    milestones = format_milestones(report)
+    if milestones:
+        print(milestones)
+
+
+def format_milestones(report: dict) -> str:
+    """Each VM's boot milestones in the order reached: instructions (a range if seen late), virtual and wall seconds.
+
+    "" unless some VM got further than its first console byte (paging, U-mode, an interrupt,
+    a --prompt): a small guest's summary stays as short as it was.
+    """
+    if not any(set(vm.get("milestones", {})) - {"first console byte"} for vm in report["vms"]):
+        return ""
+    lines = []
+    for vm in report["vms"]:
+        reached = sorted(vm.get("milestones", {}).items(), key=lambda item: item[1]["time_insns"])
+        wall = vm.get("wall", {}).get("milestones", {})
+        for name, m in reached:
+            count = f"{m['instructions']:,}" if m["exact"] else f"{m['after_insns']:,}-{m['instructions']:,}"
+            seconds = f", wall {wall[name]:.3f} s" if name in wall else ""
+            lines.append((f"{vm['name']} {name}", f"{count} instructions, virtual {m['virtual_seconds']:.4f} s{seconds}"))
+    if not lines:
+        return ""
+    width = max(len(label) for label, _ in lines)
+    return "\n".join(["milestones:"] + [f"  {label.ljust(width)}  {text}" for label, text in lines])

@@ -25,6 +25,7 @@ from ..vm import VMState
 from .args import (
     UsageError,
     parse_input_after,
+    parse_prompts,
     parse_inputs,
     parse_params,
     parse_scheduling,
@@ -60,6 +61,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--input-after", action="append", default=[], metavar="[VM=]TEXT:PROMPT",
                      help="type TEXT when PROMPT appears on the VM's console (the first ':' ends TEXT, \\: is a "
                           "colon; escapes allowed); several run in order per VM")
+    run.add_argument("--prompt", action="append", default=[], metavar="[VM=]TEXT",
+                     help="record a 'prompt' milestone when TEXT first appears on the VM's console (escapes "
+                          "allowed; the summary and --json list it with the boot milestones); without VM= the first VM")
     run.add_argument("--console", default=None, metavar="VM|none",
                      help="the VM whose UART the keyboard types into (default on a terminal: the first VM; "
                           "none: do not read the keyboard)")
@@ -255,6 +259,7 @@ def build_host(args, names: list[str]) -> Host:
     """
     params = parse_params(args.param, names)
     inputs = parse_inputs(args.input, names)
+    prompts = parse_prompts(getattr(args, "prompt", []) or [], names)
     scheduling = parse_scheduling(args, names)
     plan = parse_devices(args, names)
     host = Host(memory_mib=args.memory_mib, quantum=args.quantum, accounting=getattr(args, "accounting", "virtual"))
@@ -273,6 +278,8 @@ def build_host(args, names: list[str]) -> Host:
             host.set_rate_limit(limit.vm, limit.device, limit.limit)
         for name, data in inputs.items():
             host.vm(name).send_input(data)
+        for name, text in prompts.items():
+            host.vm(name).watch_prompt(text)
         for name, values in scheduling.items():
             host.configure_vm(name, **values)
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -69,7 +70,35 @@ def test_text_output_streams_prefixed_console_lines_then_the_summary(capsys):
     assert "[timer] tick 5" in lines
     summary = lines.index("--- summary ---")
     assert all(line.startswith(("[hello] ", "[timer] ")) for line in lines[:summary])
-    assert "virtual time" in lines[-1]
+    assert any(line.startswith("virtual time") for line in lines[summary:])
+    # timer took interrupts: its milestones follow (a guest that only printed would show none)
+    assert lines[lines.index("milestones:") + 3].startswith("  timer first interrupt")
+
+
+def test_prompt_records_a_milestone_where_the_text_first_appears(capsys):
+    """--prompt VM=TEXT: the summary and the JSON report give the prompt's instruction count."""
+    assert main(["run", "hello", "timer", "--prompt", "timer=tick 2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    timer = next(vm for vm in report["vms"] if vm["name"] == "timer")
+    hello = next(vm for vm in report["vms"] if vm["name"] == "hello")
+    assert "prompt" in timer["milestones"] and "prompt" not in hello["milestones"]
+    prompt = timer["milestones"]["prompt"]
+    assert prompt["exact"] and prompt["instructions"] > timer["milestones"]["first console byte"]["instructions"]
+    assert main(["run", "hello", "--prompt", "Hello"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  hello first console byte +24 instructions, virtual", out, re.M)
+    assert re.search(r"^  hello prompt +\d[\d,]* instructions, virtual", out, re.M)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prompt", "hello="], "the TEXT to wait for is empty"),
+    (["--prompt", "a", "--prompt", "b"], "already has a prompt"),
+])
+def test_bad_prompt_is_refused_before_anything_runs(capsys, argv, message):
+    """An empty prompt or two for one VM: exit 2 with the reason."""
+    assert main(["run", "hello", *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "--- summary ---" not in captured.out
 
 
 def test_one_vm_streams_its_console_unprefixed(capsys):
