@@ -3,14 +3,14 @@
     python benchmarks/bench.py                  # the full run (docs/benchmarks.md), ~1-2 min
     python benchmarks/bench.py --quick          # smaller sizes, fewer repetitions
     python benchmarks/bench.py --only mmio      # one benchmark (repeatable option)
-    python benchmarks/bench.py --only exits     # the cost of one exit, per kind, on labvmm, QEMU and bare Unicorn
+    python benchmarks/bench.py --only exits     # the cost of one exit per kind, labvmm / QEMU / bare (~35 s; not in the full run)
     python benchmarks/bench.py --only boot      # real OSes to their boot milestones (minutes; not in the full run)
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
     python benchmarks/bench.py --profile exits:trap   # ... of one exit kind (trap syscall timer rdtime mmio)
 
-Benchmarks: throughput, qemu, mmio, exits, density, scheduler, boot (real OSes to their
-milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
+Benchmarks: throughput, qemu, mmio, exits (benchmarks/exits.py), density, scheduler, boot
+(real OSes to their milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
 reference measured in the same run (repetitions interleaved, best of each side kept), so
 the ratios hold on any machine even though the absolute figures do not.
 """
@@ -42,8 +42,8 @@ BENCHMARKS = {
     "scheduler": cases.scheduler,
     "boot": boot.bench_rows,
 }
-#: Benchmarks only `--only` runs: booting real OSes takes minutes.
-OPT_IN = ("boot",)
+#: Benchmarks only `--only` runs: booting real OSes takes minutes, the exit table ~35 s.
+OPT_IN = ("boot", "exits")
 
 
 def run(names: list[str], sizes: cases.Sizes, progress=None) -> list[Row]:
