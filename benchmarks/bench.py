@@ -3,7 +3,7 @@
     python benchmarks/bench.py                  # the full run (docs/benchmarks.md), ~1-2 min
     python benchmarks/bench.py --quick          # smaller sizes, fewer repetitions
     python benchmarks/bench.py --only mmio      # one benchmark (repeatable option)
-    python benchmarks/bench.py --only exits     # the cost of one exit per kind, labvmm / QEMU / bare (~35 s; not in the full run)
+    python benchmarks/bench.py --only exits     # the cost of one exit per kind, labvmm / QEMU / bare (~25-35 s; not in the full run)
     python benchmarks/bench.py --only boot      # real OSes to their boot milestones (minutes; not in the full run)
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
@@ -42,7 +42,7 @@ BENCHMARKS = {
     "scheduler": cases.scheduler,
     "boot": boot.bench_rows,
 }
-#: Benchmarks only `--only` runs: booting real OSes takes minutes, the exit table ~35 s.
+#: Benchmarks only `--only` runs: booting real OSes takes minutes, the exit table ~25-35 s.
 OPT_IN = ("boot", "exits")
 
 
