@@ -303,14 +303,18 @@ class Vcpu:
         self._access_fault = None
         self._running = True
         try:
+            failure = None
             try:
-                self._uc.emu_start(self._pcv.value, UNREACHABLE_PC, count=budget)
-                if self._callback_error is not None:  # as the binding raises its hooks' exceptions
-                    error, self._callback_error = self._callback_error, None
-                    raise error
-            except unicorn.UcError as exc:
-                if self._stop_exit is None and self._access_fault is None:
-                    self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
+                try:
+                    self._uc.emu_start(self._pcv.value, UNREACHABLE_PC, count=budget)
+                except unicorn.UcError as exc:
+                    failure = exc
+            finally:
+                error, self._callback_error = self._callback_error, None
+            if error is not None:  # a device callback's exception, raised first as the binding does its hooks'
+                raise error
+            if failure is not None and self._stop_exit is None and self._access_fault is None:
+                self._stop_exit = self._breakpoint(failure) or Fault("cpu", self.pc, reason=f"CPU error: {failure}")
             if self._access_fault is not None:
                 self._stop_exit = self._take_access_fault()
         finally:
