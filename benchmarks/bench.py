@@ -3,13 +3,15 @@
     python benchmarks/bench.py                  # the full run (docs/benchmarks.md), ~1-2 min
     python benchmarks/bench.py --quick          # smaller sizes, fewer repetitions
     python benchmarks/bench.py --only mmio      # one benchmark (repeatable option)
+    python benchmarks/bench.py --only exits     # the cost of one exit per kind, labvmm / QEMU / bare (~25-35 s; not in the full run)
     python benchmarks/bench.py --only boot      # real OSes to their boot milestones (minutes; not in the full run)
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
+    python benchmarks/bench.py --profile exits:trap   # ... of one exit kind (trap syscall timer rdtime mmio)
 
-Benchmarks: throughput, qemu, mmio, density, scheduler, engine (one loop of register,
-load or store bodies on labvmm, bare Unicorn and QEMU: what the CPU engine costs),
-boot (real OSes to their milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
+Benchmarks: throughput, qemu, mmio, exits (benchmarks/exits.py), density, scheduler, engine
+(one loop of register, load or store bodies on labvmm, bare Unicorn and QEMU: what the CPU
+engine costs), boot (real OSes to their milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
 reference measured in the same run (repetitions interleaved, best of each side kept), so
 the ratios hold on any machine even though the absolute figures do not.
 """
@@ -29,20 +31,21 @@ import time
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import boot, cases, density, engine, rawguest  # noqa: E402
+from benchmarks import boot, cases, density, engine, exits, rawguest  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
 
 BENCHMARKS = {
     "throughput": cases.throughput,
     "qemu": cases.qemu,
     "mmio": cases.mmio,
+    "exits": exits.exits,
     "density": density.density,
     "scheduler": cases.scheduler,
     "engine": engine.engine,
     "boot": boot.bench_rows,
 }
-#: Benchmarks only `--only` runs: booting real OSes takes minutes.
-OPT_IN = ("boot",)
+#: Benchmarks only `--only` runs: booting real OSes takes minutes, the exit table ~25-35 s.
+OPT_IN = ("boot", "exits")
 
 
 def run(names: list[str], sizes: cases.Sizes, progress=None) -> list[Row]:
@@ -59,7 +62,18 @@ def run(names: list[str], sizes: cases.Sizes, progress=None) -> list[Row]:
 def profile(name: str, sizes: cases.Sizes, top: int = 25) -> str:
     """cProfile of labvmm's side of benchmark `name`, sorted by own time."""
     profiler = cProfile.Profile()
-    if name == "mmio":
+    kinds = {f"exits:{k.key}": k for k in exits.KINDS}
+    if name == "exits":
+        name = "exits:trap"
+    if name in kinds:
+        kind = kinds[name]
+        count = int(sizes.exit_iterations * kind.scale)
+        with tempfile.TemporaryDirectory(prefix="labvmm-bench-") as folder:
+            path = os.path.join(folder, f"{kind.key}.bin")
+            with open(path, "wb") as f:
+                f.write(kind.build(count))
+            profiler.runcall(exits.run_labvmm, path, kind, count)
+    elif name == "mmio":
         with tempfile.TemporaryDirectory(prefix="labvmm-bench-") as folder:
             path = os.path.join(folder, "uart-writer.bin")
             with open(path, "wb") as f:
@@ -72,7 +86,7 @@ def profile(name: str, sizes: cases.Sizes, top: int = 25) -> str:
         iterations = max(total // count, 1)
         profiler.runcall(cases.run_labvmm_compute, count, iterations, quantum)
     else:
-        raise SystemExit(f"--profile supports mmio, throughput, scheduler; got {name!r}")
+        raise SystemExit(f"--profile supports mmio, throughput, scheduler, exits, {', '.join(kinds)}; got {name!r}")
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     return out.getvalue()
@@ -98,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"schema": 1, "cpus": os.cpu_count(), "seconds": total, "rows": [r.as_dict() for r in rows]}, indent=2))
     else:
         print(markdown_table(rows))
+        if any("kind" in r.details for r in rows):
+            print("\nCost of one exit:\n")
+            print(exits.exit_table(rows))
         print(f"\n{len(rows)} rows in {total:.0f} s on {os.cpu_count()} CPUs")
     return 0
 

@@ -49,6 +49,10 @@ class Sizes:
     sched_vm_counts: tuple[int, ...]
     sched_iterations: int  # total over all VMs
     sched_quanta: tuple[int, ...]
+    exit_iterations: int = 10_000  # exits per long run on labvmm and bare Unicorn (x each kind's scale)
+    qemu_exit_iterations: int = 500_000  # the same on QEMU, which is far faster
+    exit_tiny_iterations: int = 100  # the short run whose time is subtracted
+    exit_repeats: int = 4
 
 
 FULL = Sizes(
@@ -79,6 +83,9 @@ QUICK = Sizes(
     sched_vm_counts=(1, 16),
     sched_iterations=400_000,
     sched_quanta=(100_000, 10_000),
+    exit_iterations=1_000,
+    qemu_exit_iterations=200_000,
+    exit_repeats=2,
 )
 
 

@@ -46,19 +46,9 @@ INSNS_PER_ITERATION = 5
 KINDS = ("register", "load", "store")
 
 
-def _r(funct7: int, funct3: int, rd: int, rs1: int, rs2: int) -> int:
-    """An R-type OP instruction (RISC-V unprivileged spec, "RV32I Base Instruction Set")."""
-    return (funct7 << 25) | (rs2 << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | 0x33
-
-
-def _lb(rd: int, rs1: int, imm12: int) -> int:
-    """rd = sign-extended byte at rs1 + imm12 (LOAD, funct3 0)."""
-    return ((imm12 & 0xFFF) << 20) | (rs1 << 15) | (rd << 7) | 0x03
-
-
 BODIES = {
     "register": rawguest.addi(T0, T0, 1),
-    "load": _lb(T0, T4, 0),
+    "load": rawguest.lb(T0, T4, 0),
     "store": rawguest.sb(ZERO, T4, 0),
 }
 
@@ -73,14 +63,14 @@ def loop_image(kind: str, iterations: int) -> bytes:
         rawguest.auipc(rawguest.T3, 0),  # t3 = the image's base
         rawguest.ld(T1, rawguest.T3, 0),  # t1 = iterations (offset patched below)
         rawguest.lui(T2, BUFFER >> 12),  # t2 = buffer, sign-extended from bit 31 ...
-        _slli(T2, T2, 32),
-        _srli(T2, T2, 32),  # ... and zero-extended again: 0x8010_0000
+        rawguest.slli(T2, T2, 32),
+        rawguest.srli(T2, T2, 32),  # ... and zero-extended again: 0x8010_0000
         rawguest.lui(T5, 0x100),
         rawguest.addi(T5, T5, -1),  # t5 = 1 MiB - 1
     ]
     loop = [
-        _r(0, 7, T4, T1, T5),  # and t4, t1, t5
-        _r(0, 0, T4, T4, T2),  # add t4, t4, t2
+        rawguest.and_(T4, T1, T5),
+        rawguest.add(T4, T4, T2),
         BODIES[kind],
         rawguest.addi(T1, T1, -1),
         rawguest.bne(T1, ZERO, -16),  # back to the and
@@ -98,14 +88,6 @@ def loop_image(kind: str, iterations: int) -> bytes:
     words[1] = rawguest.ld(T1, rawguest.T3, count_offset)
     body = b"".join(w.to_bytes(4, "little") for w in words)
     return body.ljust(count_offset, b"\0") + iterations.to_bytes(8, "little")
-
-
-def _slli(rd: int, rs1: int, shamt: int) -> int:
-    return (shamt << 20) | (rs1 << 15) | (1 << 12) | (rd << 7) | 0x13
-
-
-def _srli(rd: int, rs1: int, shamt: int) -> int:
-    return (shamt << 20) | (rs1 << 15) | (5 << 12) | (rd << 7) | 0x13
 
 
 def run_labvmm(path: str) -> tuple[float, int]:

@@ -229,10 +229,12 @@ class MilestoneRecorder:
             return
         if privilege == PRIV_U and USER_MODE not in self._reached:
             self._record(USER_MODE, detail=f"hart {hart_id} trapped from U-mode")
-        hart = self._running_hart()
-        if hart is not None and PAGING not in self._reached:
-            self._look_at(hart, "at a trap")
-        self._update_slice_pending()
+        if PAGING not in self._reached:
+            # Only paging can be new here (the trapping privilege was just seen): a guest that
+            # traps all the time without paging pays one satp read per trap, nothing more.
+            hart = self._running_hart()
+            if hart is not None and hart.cpu.read_csr("satp") >> SATP_MODE_SHIFT:
+                self._look_at(hart, "at a trap")
 
     def slice_ended(self, harts, start_instructions: int, retired: int, interrupts: int, clock: int) -> None:
         """The end of a slice that began at VM count `start_instructions` and retired `retired`.
@@ -248,7 +250,6 @@ class MilestoneRecorder:
                          detail=f"{interrupts} interrupt{'s' if interrupts != 1 else ''} taken in the slice")
         for hart in harts:
             self._look_at(hart, "at the slice's end", end, clock, start_instructions)
-        self._update_slice_pending()
 
     def _look_at(self, hart, when: str, instructions: int | None = None, clock: int | None = None,
                  after: int | None = None) -> None:
@@ -282,6 +283,7 @@ class MilestoneRecorder:
         wall = self._wall() - self._started if self._started is not None else 0.0
         self._reached[name] = Milestone(name, count, self._now() if clock is None else clock, exact,
                                         count if after is None else after, wall, detail)
+        self._update_slice_pending()
 
 
 __all__ = ["Milestone", "MilestoneRecorder", "BUILT_IN", "FIRST_BYTE", "PAGING", "USER_MODE", "INTERRUPT", "PROMPT"]

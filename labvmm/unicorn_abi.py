@@ -85,8 +85,23 @@ tb_invalidate_phys_range = _fn("tb_invalidate_phys_range_riscv64", [ctypes.c_voi
 #: CPUClass.cpu_exec_interrupt: bool (*)(CPUState *, int interrupt_request); true when an interrupt was taken.
 EXEC_INTERRUPT_FN = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_int)
 _exec_interrupt = _fn("riscv_cpu_exec_interrupt_riscv64", [ctypes.c_void_p, ctypes.c_int], ctypes.c_bool)
+#: uc_cb_mmio_read_t / uc_cb_mmio_write_t (unicorn.h): (uc, offset, size[, value], user_data).
+MMIO_READ_FN = ctypes.CFUNCTYPE(u64, ctypes.c_void_p, u64, ctypes.c_uint, ctypes.c_void_p)
+MMIO_WRITE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, u64, ctypes.c_uint, u64, ctypes.c_void_p)
 #: pmpcfg0-3 and pmpaddr0-15 (privileged spec 3.7): writes take effect at once (`CsrTable.flush_after_write`).
 PMP_CSRS = tuple(range(0x3A0, 0x3A4)) + tuple(range(0x3B0, 0x3C0))
+
+
+def mmio_map(uc, base: int, size: int, read_fn, write_fn) -> None:
+    """uc_mmio_map with callbacks of ours (MMIO_READ_FN / MMIO_WRITE_FN), called by the engine directly.
+
+    The binding's own mmio_map puts two Python frames around every access (an exception
+    guard and an adapter); the caller keeps `read_fn` and `write_fn` alive and must not let
+    them raise (the engine cannot unwind a Python exception).
+    """
+    status = uclib.uc_mmio_map(uc._uch, base, size, read_fn, None, write_fn, None)
+    if status != unicorn.UC_ERR_OK:
+        raise unicorn.UcError(status)
 
 
 def uc_address(uc) -> int:
@@ -394,5 +409,5 @@ class CsrTable:
         cls._installed[csrno] = (original, (callback,))
 
 
-__all__ = ["Layout", "CsrTable", "InterruptTap", "PMP_CSRS", "do_interrupt", "update_mip", "tlb_flush", "tb_flush", "uc_address",
+__all__ = ["Layout", "CsrTable", "InterruptTap", "PMP_CSRS", "MMIO_READ_FN", "MMIO_WRITE_FN", "mmio_map", "do_interrupt", "update_mip", "tlb_flush", "tb_flush", "uc_address",
            "ram_addr_from_host", "tb_invalidate_phys_range", "RAM_ADDR_INVALID"]

@@ -38,6 +38,7 @@ from .errors import VcpuError
 from .exits import BudgetDone, Fault, Hypercall, Idle, Mmio, Preempted, Trap
 from .unicorn_abi import (RAM_ADDR_INVALID, ram_addr_from_host, tb_invalidate_phys_range)
 from .unicorn_abi import PMP_CSRS, CsrTable, InterruptTap, Layout, do_interrupt, tb_flush, tlb_flush, u64, uc_address, update_mip
+from .unicorn_abi import MMIO_READ_FN, MMIO_WRITE_FN, mmio_map
 
 PRIV_U, PRIV_S, PRIV_M = 0, 1, 3
 PRIV_NAMES = {PRIV_U: "U", PRIV_S: "S", PRIV_M: "M"}
@@ -152,6 +153,7 @@ class Vcpu:
         self._access_fault: Fault | None = None  # the first bad access of this slice
         self._running = False
         self._in_mmio = False
+        self._callback_error: BaseException | None = None  # raised by an engine callback, for `run`
         self._uc.hook_add(unicorn.UC_HOOK_INTR, self._hook_intr)
         self._uc.hook_add(
             unicorn.UC_HOOK_MEM_READ_UNMAPPED
@@ -193,24 +195,40 @@ class Vcpu:
         self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC, host_addr)
 
     def map_mmio(self, base: int, size: int) -> None:
-        """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits."""
+        """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits.
 
-        def on_read(uc, offset, size_, _ud):
+        The engine calls these directly (labvmm.unicorn_abi.mmio_map), not through the
+        binding's wrappers, which cost two Python frames per access. What the binding's
+        guard did is kept: an exception stops the slice and `run` raises it.
+        """
+        def on_read(_uc, offset, size_, _ud):
             self._in_mmio = True
             try:
                 return self._on_mmio(Mmio(base + offset, size_, False))
+            except BaseException as exc:  # noqa: BLE001 - it must not unwind through the engine
+                self._callback_failed(exc)
+                return 0
             finally:
                 self._in_mmio = False
 
-        def on_write(uc, offset, size_, value, _ud):
+        def on_write(_uc, offset, size_, value, _ud):
             self._in_mmio = True
             try:
                 self._on_mmio(Mmio(base + offset, size_, True, value))
+            except BaseException as exc:  # noqa: BLE001
+                self._callback_failed(exc)
             finally:
                 self._in_mmio = False
 
-        self._callbacks += [on_read, on_write]
-        self._uc.mmio_map(base, size, on_read, None, on_write, None)
+        read_fn, write_fn = MMIO_READ_FN(on_read), MMIO_WRITE_FN(on_write)
+        self._callbacks += [read_fn, write_fn]  # the engine holds only their addresses
+        mmio_map(self._uc, base, size, read_fn, write_fn)
+
+    def _callback_failed(self, exc: BaseException) -> None:
+        """An engine callback raised: stop the slice, and let `run` raise it (the first one)."""
+        if self._callback_error is None:
+            self._callback_error = exc
+        self._uc.emu_stop()
 
     def remap_ram(self, guest_addr: int, host_addr: int, size: int) -> None:
         """Back [guest_addr, guest_addr+size), already RAM, by other host memory (page sharing).
@@ -285,11 +303,18 @@ class Vcpu:
         self._access_fault = None
         self._running = True
         try:
+            failure = None
             try:
-                self._uc.emu_start(self._pcv.value, UNREACHABLE_PC, count=budget)
-            except unicorn.UcError as exc:
-                if self._stop_exit is None and self._access_fault is None:
-                    self._stop_exit = self._breakpoint(exc) or Fault("cpu", self.pc, reason=f"CPU error: {exc}")
+                try:
+                    self._uc.emu_start(self._pcv.value, UNREACHABLE_PC, count=budget)
+                except unicorn.UcError as exc:
+                    failure = exc
+            finally:
+                error, self._callback_error = self._callback_error, None
+            if error is not None:  # a device callback's exception, raised first as the binding does its hooks'
+                raise error
+            if failure is not None and self._stop_exit is None and self._access_fault is None:
+                self._stop_exit = self._breakpoint(failure) or Fault("cpu", self.pc, reason=f"CPU error: {failure}")
             if self._access_fault is not None:
                 self._stop_exit = self._take_access_fault()
         finally:

@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is a folder of the checkout, not part of the package
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench, cases, engine, harts, rawguest  # noqa: E402
-from benchmarks.bare import RAM_BASE, BareMachine, RamBuffer, run_round_robin  # noqa: E402
+from benchmarks import bench, cases, engine, exits, harts, rawguest  # noqa: E402
+from benchmarks.bare import RAM_BASE, BareMachine, RamBuffer, TrapEntry, run_round_robin  # noqa: E402
 from benchmarks.measure import best_of, rss_bytes  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
 from labvmm import Host  # noqa: E402
@@ -39,6 +39,10 @@ TINY = cases.Sizes(
     sched_vm_counts=(1, 2),
     sched_iterations=20_000,
     sched_quanta=(100_000, 10_000),
+    exit_iterations=400,
+    qemu_exit_iterations=400,
+    exit_tiny_iterations=3,
+    exit_repeats=1,
 )
 
 
@@ -93,6 +97,86 @@ def test_patched_elf_carries_the_parameter():
     seg = next(s for s in image.segments if s.address <= address < s.end)
     offset = address - seg.address
     assert int.from_bytes(seg.data[offset : offset + 8], "little") == 123_456
+
+
+# -- the exit-loop guests ---------------------------------------------------------------------
+@pytest.mark.parametrize("kind", exits.KINDS, ids=lambda k: k.key)
+def test_exit_guest_does_its_exit_n_times_on_labvmm(tmp_path, kind):
+    """Each exit guest halts cleanly on labvmm after exactly N exits of its kind, and says so."""
+    path = tmp_path / f"{kind.key}.bin"
+    path.write_bytes(kind.build(25))
+    host = Host(memory_mib=1)
+    vm = host.create_vm(str(path), name=kind.key, memory_mib=1)
+    host.run()
+    assert vm.exit_code == 0 and vm.console_text() == kind.expected_console(25)
+    counted = {"trap": vm.exits["trap"], "syscall": vm.exits["trap"] - 1, "timer": vm.exits["interrupt"],
+               "rdtime": vm.exits["emulated"], "mmio": vm.console.total}[kind.key]
+    assert counted == 25
+
+
+@pytest.mark.parametrize("kind", [k for k in exits.KINDS if k.bare], ids=lambda k: k.key)
+def test_exit_guest_runs_on_its_bare_unicorn_equivalent(kind):
+    """The bare side (trap entry or rdtime answered from UC_HOOK_INTR, mmio_map) gives the same verdict."""
+    assert exits.run_bare(kind.build(25), kind, 25) > 0
+
+
+def test_trap_entry_rejects_an_unknown_mode():
+    """TrapEntry names the bad mode and the ones it knows."""
+    machine = BareMachine(parse_image(rawguest.wfi_loop(), "w", RAM_BASE), RamBuffer(1 << 20), 1 << 20)
+    with pytest.raises(ValueError, match="mode must be 'trap' or 'rdtime', got 'irq'"):
+        TrapEntry(machine, "irq")
+
+
+def test_exit_guest_verdict_can_say_no(tmp_path):
+    """The verdict compares counts: a handler count that differs prints "no", which every side refuses."""
+    kind = exits.KINDS[0]
+    wrong = rawguest._image([*rawguest._prologue(), rawguest.addi(rawguest.S1, rawguest.S1, 1),
+                             rawguest._to("done", lambda off: rawguest.jal(rawguest.ZERO, off))], 5)
+    path = tmp_path / "wrong.bin"
+    path.write_bytes(wrong)
+    with pytest.raises(RuntimeError, match=r"console 'no\\n'"):
+        exits.run_labvmm(str(path), kind, 5)
+
+
+@pytest.mark.parametrize("builder", [rawguest.trap_loop, rawguest.timer_loop, rawguest.rdtime_loop])
+@pytest.mark.parametrize("count", [0, -1, 1 << 63])
+def test_exit_guest_refuses_a_bad_count(builder, count):
+    """A count the guest cannot loop over is refused by name."""
+    with pytest.raises(ValueError, match=f"count must be 1..2\\*\\*63-1, got {count}"):
+        builder(count)
+
+
+def test_exit_benchmark_without_qemu_measures_labvmm_and_bare(tmp_path):
+    """measure_kind subtracts the short run on every side; QEMU's side is None when it is not asked for."""
+    figures = exits.measure_kind(exits.KINDS[0], TINY, str(tmp_path), use_qemu=False)
+    assert figures["labvmm"] > 0 and figures["bare"] > 0 and figures["qemu"] is None
+    assert figures["labvmm_counts"] == (400, 3)
+    rows = exits.kind_rows(exits.KINDS[0], figures)
+    assert len(rows) == 1 and rows[0].ratio is None and rows[0].met is None
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(shutil.which(cases.QEMU) is None, reason="qemu-system-riscv64 is not installed")
+def test_exit_benchmark_runs_every_kind_on_every_side():
+    """bench.py --only exits: a row per kind against QEMU, one more against bare for MMIO, and the exit table."""
+    # QEMU's long runs must clearly outlast the jitter of its ~40 ms start-up (~0.1 s each here).
+    rows = bench.run(["exits"], dataclasses.replace(TINY, qemu_exit_iterations=300_000))
+    assert [r.details["kind"] for r in rows] == ["trap", "syscall", "timer", "rdtime", "mmio", "mmio"]
+    for row in rows:
+        check_row(row)
+        d = row.details
+        assert d["labvmm_over_qemu"] == pytest.approx(d["labvmm_us"] / d["qemu_us"])
+    assert rows[2].target_on == "labvmm" and rows[2].details["bare_us"] is None
+    assert rows[-1].reference_name == "bare Unicorn" and rows[-1].ratio == pytest.approx(rows[-1].reference / rows[-1].labvmm)
+    table = exits.exit_table(rows).splitlines()
+    assert len(table) == 2 + len(exits.KINDS) and all(line.count("|") == 9 for line in table)
+    assert table[4].split("|")[5].strip() == "n/a"  # the timer has no bare equivalent
+
+
+def test_exit_profile_runs_labvmms_side():
+    """--profile exits:KIND profiles labvmm running that kind's guest."""
+    out = bench.profile("exits:timer", TINY, top=60)
+    assert "function calls" in out and "hart.py" in out and "emu_start" in out
 
 
 # -- measuring and reporting --------------------------------------------------------------

@@ -170,8 +170,10 @@ def test_remap_splits_and_merges_runs_and_reads_follow():
     b.remap(RAM_BASE + 2 * PAGE_SIZE, [2, 3])
     assert [(r.guest_addr - RAM_BASE, r.first_frame, r.frames) for r in b.runs] == [(0, 8, 2), (0x2000, 2, 2), (0x4000, 12, 4)]
     assert b.read(RAM_BASE + 3 * PAGE_SIZE, 10) == b"a's page 3"
+    assert b.peek(RAM_BASE + 3 * PAGE_SIZE, 10) == b"a's page 3"  # the fast path's cached table follows too
     b.remap(RAM_BASE + 2 * PAGE_SIZE, old)
     assert [(r.first_frame, r.frames) for r in b.runs] == [(8, 8)]
+    assert b.peek(RAM_BASE + 3 * PAGE_SIZE, 10) == bytes(10)
 
 
 @pytest.mark.parametrize(

@@ -193,6 +193,22 @@ def test_request_stop_in_a_device_read_completes_that_load_once(hart, rv):
     assert len(hart.mmio) == 1
 
 
+@pytest.mark.parametrize("is_write", [False, True])
+def test_an_exception_in_a_device_callback_stops_the_slice_and_is_raised_by_run(hart, rv, is_write):
+    """What escapes on_mmio (a KeyboardInterrupt, say) ends the slice and comes out of run(), once."""
+    access = rv.sw(A2, A1, 0) if is_write else rv.lbu(A0, A1)
+    hart.load(rv.code(*rv.li32(A1, 0x1000_0000), access, *[rv.NOP] * 4, rv.WFI))
+
+    def interrupted(_access):
+        raise KeyboardInterrupt
+
+    hart.cpu._on_mmio = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        hart.cpu.run(100)
+    hart.cpu._on_mmio = lambda _access: 0
+    assert isinstance(hart.cpu.run(100)[1], Idle)  # the next slice runs normally
+
+
 def test_shorten_slice_from_a_hook_stops_after_the_remaining_count(hart, rv):
     """shorten_slice(n) inside a hook ends the slice after n more instructions."""
     hart.load(rv.code(*rv.li32(A1, 0x1000_0000), rv.lbu(A0, A1), *[rv.NOP] * 50, rv.WFI))

@@ -96,14 +96,21 @@ class Clint:
         return 0
 
     def write(self, offset: int, size: int, value: int) -> None:
-        """A register write; tells `changed(hart)` so the VM re-evaluates that hart's interrupts."""
+        """A register write; tells `changed(hart)` when it may move that hart's interrupt lines or timer."""
         s = self.state
         if offset < MSIP + 4 * self.harts:
             hart, byte = divmod(offset - MSIP, 4)
             s.msip[hart] = _merge(s.msip[hart], byte, size, value) & 1  # only bit 0 is writable
         elif MTIMECMP <= offset < MTIMECMP + 8 * self.harts:
             hart, byte = divmod(offset - MTIMECMP, 8)
-            s.mtimecmp[hart] = _merge(s.mtimecmp[hart], byte, size, value)
+            now, before = self.mtime(), s.mtimecmp[hart]
+            s.mtimecmp[hart] = _merge(before, byte, size, value)
+            if now >= before and now >= s.mtimecmp[hart]:
+                # Fired before and still fired (a handler re-arming its timer for "now", or the
+                # first half of a 64-bit store): MTIP stays high and a fired timer is no event
+                # to wait for, so nothing the VM derives from it moved. Telling it anyway cost
+                # half of every timer interrupt (an event recomputation and an interrupt sync).
+                return
         elif MTIME <= offset < MTIME + 8:
             wanted = _merge(self.mtime(), offset - MTIME, size, value)
             s.mtime_offset = (wanted - self._clock()) & NEVER

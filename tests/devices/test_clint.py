@@ -62,6 +62,21 @@ def test_mtimecmp_64_bit_write_reads_back(clint, changes):
     assert changes == [1]
 
 
+def test_rearming_a_fired_timer_for_now_notifies_no_one(clint, clock, changes):
+    """A write that leaves a fired timer fired moves no line and no event: no notification.
+
+    A handler re-arming mtimecmp to the mtime it read does that, once per half of its store.
+    """
+    clock.ticks = 100
+    clint.write(MTIMECMP, 8, 90)
+    assert changes == [1] and clint.timer_pending()
+    clint.write(MTIMECMP, 4, 100)  # the low half, then the high half of a 64-bit store
+    clint.write(MTIMECMP + 4, 4, 0)
+    assert changes == [1] and clint.timer_pending() and clint.read(MTIMECMP, 8) == 100
+    clint.write(MTIMECMP, 8, 101)  # into the future: the line drops, an event appears
+    assert changes == [1, 1] and not clint.timer_pending() and clint.ticks_until_timer() == 1
+
+
 def test_mtimecmp_can_be_written_as_two_32_bit_halves(clint):
     """32-bit stores to mtimecmp and mtimecmp+4 replace only their half."""
     clint.write(MTIMECMP, 4, 0x1111_1111)
