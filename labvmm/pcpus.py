@@ -37,6 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
+from .accounting import NS_PER_INSN
 from .errors import ConfigError
 from .runloop import CpuSlice, EventHorizon, RunResult, Slice
 from .scheduler import PERIOD_INSNS
@@ -156,8 +157,8 @@ class PhysicalCpus:
         self.placement: dict[str, int] = {}  # VM name -> the pCPU it runs on
         self.pinned: dict[str, int] = {}  # VM name -> the pCPU it is pinned to
         self.migrations: list[tuple[int, str, int, int]] = []  # (virtual time, VM, from, to)
-        self.balance_insns = BALANCE_INSNS
-        self._next_balance = BALANCE_INSNS
+        self.balance_insns = BALANCE_INSNS  # virtual time between balancing passes
+        self._balance_round = 0  # clock // balance_insns at the last pass
         self._balance_marks: dict[str, int] = {}  # VM -> its instructions at the last balance
         self._perturb: Callable[[int], None] | None = None  # tests: called in each pCPU's thread per epoch
 
@@ -343,11 +344,20 @@ class PhysicalCpus:
         return any(s.pending_frames for s in self.switches.values())
 
     def _next_barrier(self, budget: int | None) -> int:
-        """The next barrier: the next sample, period end, frame in flight or end of the budget."""
+        """The next barrier: the next sample, period end, frame in flight or end of the budget.
+
+        With a switch that has ports, epochs last at most the switch's latency or one
+        quantum, whichever is longer: a frame sent in an epoch is switched at its end, so it
+        arrives exactly on time when the latency covers the epoch, and at most a quantum
+        late otherwise (labvmm.net.switch).
+        """
         limits = [self._next_sample - self.clock, self.accounting.period_left(self.clock)]
         frame = self._next_frame_in()
         if frame:
             limits.append(frame)
+        linked = [s.latency_ns for s in self.switches.values() if s.ports]
+        if linked:
+            limits.append(max(self.quantum, -(-min(linked) // NS_PER_INSN)))
         if budget is not None:
             limits.append(budget)
         return self.clock + max(min(limits), 1)
@@ -362,9 +372,9 @@ class PhysicalCpus:
                     return stop
                 if not self._has_work(running):
                     return "all-idle"
-                if self.clock >= self._next_balance:
+                if self.clock // self.balance_insns > self._balance_round:
+                    self._balance_round = self.clock // self.balance_insns
                     self.rebalance()
-                    self._next_balance = (self.clock // self.balance_insns + 1) * self.balance_insns
                 barrier = self._next_barrier(budget)
                 self._run_epochs(threads, barrier)
                 self._merge_epoch(result, record_timeline)
