@@ -4,11 +4,13 @@
     python benchmarks/bench.py --quick          # smaller sizes, fewer repetitions
     python benchmarks/bench.py --only mmio      # one benchmark (repeatable option)
     python benchmarks/bench.py --only boot      # real OSes to their boot milestones (minutes; not in the full run)
+    python benchmarks/bench.py --only pcpus     # 4 compute VMs on cpus=2 vs cpus=1, and bare Unicorn's threads
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
 
-Benchmarks: throughput, qemu, mmio, density, scheduler, boot (real OSes to their
-milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
+Benchmarks: throughput, qemu, mmio, density, scheduler, pcpus (several physical CPUs
+against one, with bare Unicorn's threads as the ceiling: benchmarks/pcpus.py), boot (real
+OSes to their milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
 reference measured in the same run (repetitions interleaved, best of each side kept), so
 the ratios hold on any machine even though the absolute figures do not.
 """
@@ -28,7 +30,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import boot, cases, density, rawguest  # noqa: E402
+from benchmarks import boot, cases, density, pcpus, rawguest  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
 
 BENCHMARKS = {
@@ -37,6 +39,7 @@ BENCHMARKS = {
     "mmio": cases.mmio,
     "density": density.density,
     "scheduler": cases.scheduler,
+    "pcpus": pcpus.pcpus,
     "boot": boot.bench_rows,
 }
 #: Benchmarks only `--only` runs: booting real OSes takes minutes.

@@ -49,6 +49,7 @@ class Sizes:
     sched_vm_counts: tuple[int, ...]
     sched_iterations: int  # total over all VMs
     sched_quanta: tuple[int, ...]
+    pcpus_iterations: int = 1_000_000  # per VM, 4 VMs (benchmarks/pcpus.py)
 
 
 FULL = Sizes(
@@ -64,6 +65,7 @@ FULL = Sizes(
     sched_vm_counts=(1, 16),
     sched_iterations=4_000_000,
     sched_quanta=(100_000, 10_000),
+    pcpus_iterations=2_000_000,
 )
 
 QUICK = Sizes(
@@ -79,6 +81,7 @@ QUICK = Sizes(
     sched_vm_counts=(1, 16),
     sched_iterations=400_000,
     sched_quanta=(100_000, 10_000),
+    pcpus_iterations=400_000,
 )
 
 
@@ -89,9 +92,10 @@ def compute_image() -> Image:
     return parse_image(read_image_file(path), "compute", RAM_BASE)
 
 
-def run_labvmm_compute(vm_count: int, iterations: int, quantum: int = QUANTUM) -> tuple[float, Host]:
-    """`vm_count` compute VMs of `iterations` each on one host; (Host.run wall seconds, host)."""
-    host = Host(memory_mib=vm_count * COMPUTE_VM_MIB, quantum=quantum)
+def run_labvmm_compute(vm_count: int, iterations: int, quantum: int = QUANTUM,
+                       cpus: int = 1) -> tuple[float, Host]:
+    """`vm_count` compute VMs of `iterations` each on one host of `cpus` pCPUs; (Host.run wall seconds, host)."""
+    host = Host(memory_mib=vm_count * COMPUTE_VM_MIB, quantum=quantum, cpus=cpus)
     for i in range(vm_count):
         host.create_vm("compute", name=f"compute{i}", memory_mib=COMPUTE_VM_MIB, params={"iterations": iterations})
     result = host.run()
