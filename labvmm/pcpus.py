@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
 
 from .accounting import NS_PER_INSN
@@ -50,8 +51,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The most physical CPUs a host may have: a fixed bound, not the machine's core count, so a
 #: run with N pCPUs is the same on any machine (more pCPUs than cores only runs slower).
 MAX_CPUS = 64
+#: The longest epoch (100 virtual ms): the barrier's cost is paid once per epoch, and a pCPU
+#: that the OS preempts for a moment stalls the others only there.
+EPOCH_INSNS = 10 * PERIOD_INSNS
 #: Virtual time between two load-balancing passes (at the first barrier at or after it).
-BALANCE_INSNS = 5 * PERIOD_INSNS
+BALANCE_INSNS = EPOCH_INSNS
 
 
 def check_cpus(cpus) -> int:
@@ -71,6 +75,39 @@ class _EventBuffer:
         self.events.append(event)
 
 
+class _VmAt:
+    """What a monitoring sample reads of a VM (labvmm.metrics.Monitor.sample), frozen at one instant."""
+
+    def __init__(self, vm: VM, now: int, host_ns: int) -> None:
+        self.name, self.id, self.state = vm.name, vm.id, vm.state
+        self.instructions, self.idle, self.host_ns = vm.instructions, vm.idle, host_ns
+        self.exits = dict(vm.exits)
+        self.console = SimpleNamespace(total=vm.console.total)
+        self.memory = SimpleNamespace(size=vm.memory.size)
+        self._io = vm.io.counters(now * NS_PER_INSN) if getattr(vm, "io", None) is not None else None
+        self.io = self if self._io is not None else None
+
+    def counters(self, now_ns: int):
+        """Its I/O counters at the instant it was frozen (the `io.counters` a sample asks for)."""
+        return self._io
+
+
+class _HostAt:
+    """A host as a monitoring sample sees it at sample boundary `clock`, from the pCPUs' frozen VMs."""
+
+    def __init__(self, host: "Host", clock: int, vms: list[_VmAt]) -> None:
+        self.clock = clock
+        self.vms = {vm.name: vm for vm in vms}
+        self.accounting = SimpleNamespace(host_ns={vm.name: vm.host_ns for vm in vms})
+        self._host = host
+
+    def wanting_cpu(self) -> list[_VmAt]:
+        return [vm for vm in self.vms.values() if vm.state == VMState.RUNNING and not vm.idle]
+
+    def _target_share(self, vm: _VmAt, wanting: list[_VmAt]) -> float | None:
+        return self._host._target_share(vm, wanting)
+
+
 class PhysicalCpu(EventHorizon):
     """One physical CPU: its own clock inside an epoch, its VMs' schedule, its buffers."""
 
@@ -81,7 +118,9 @@ class PhysicalCpu(EventHorizon):
         self.in_epoch = False
         self.slices: list[Slice] = []
         self.isolation = _EventBuffer()
+        self.samples: list[tuple[int, list[_VmAt]]] = []  # (boundary, its VMs then), this epoch
         self.retired = self.idle_insns = self.slice_count = 0
+        self._period = 0  # the accounting period its VMs' usage counts in
         self._host = host
         self._was_ready: set[str] = set()
         self._next_event: int | None = None
@@ -101,19 +140,27 @@ class PhysicalCpu(EventHorizon):
         """
         host = self._host
         self.clock = max(self.clock, host.clock)  # a slice that ran past the last barrier is carried
-        self.slices, self.retired, self.idle_insns, self.slice_count = [], 0, 0, 0
+        self.slices, self.samples, self.retired, self.idle_insns, self.slice_count = [], [], 0, 0, 0
         policy = host._policy_for(self.index)
+        sample_at = host._next_sample
         self.in_epoch = True
         try:
             if perturb is not None:
                 perturb(self.index)
-            while self.clock < barrier:
-                left = barrier - self.clock
+            while True:
+                if self.clock >= sample_at:  # a monitoring boundary: freeze what the sample reads
+                    self._freeze(sample_at)
+                    sample_at = host.monitor.next_boundary(self.clock)
+                if self.clock >= barrier:
+                    break
+                self._roll_period()
+                stop = min(barrier, sample_at, self.clock + host.accounting.period_left(self.clock))
+                left = stop - self.clock
                 running = [vm for vm in self.vms if vm.state == VMState.RUNNING]
                 if not running:
                     self.idle_insns += left
-                    self.clock = barrier
-                    break
+                    self.clock = stop
+                    continue
                 wanting = [vm for vm in running if vm.ready()]
                 if host._throttle or getattr(policy, "may_cap", True):
                     ready = [vm for vm in wanting if host._allowance_left(vm) != 0]
@@ -125,7 +172,7 @@ class PhysicalCpu(EventHorizon):
                 self._was_ready = {vm.name for vm in ready}
                 event = self._next_event_in(running)
                 horizon = min(left, event) if event else left
-                if not ready:  # idle to the next timer event of its VMs, or the barrier
+                if not ready:  # idle to the next timer event of its VMs, a boundary or the barrier
                     self.idle_insns += horizon
                     self.clock += horizon
                     continue
@@ -140,6 +187,18 @@ class PhysicalCpu(EventHorizon):
                 self.clock += retired
         finally:
             self.in_epoch = False
+
+    def _roll_period(self) -> None:
+        """A new accounting period: its VMs' usage starts again (each pCPU rolls its own VMs)."""
+        period = self._host.accounting.period(self.clock)
+        if period != self._period:
+            self._period = period
+            for vm in self.vms:
+                self._host.usage.pop(vm.name, None)
+
+    def _freeze(self, boundary: int) -> None:
+        host_ns = self._host.accounting.host_ns
+        self.samples.append((boundary, [_VmAt(vm, boundary, host_ns.get(vm.name, 0)) for vm in self.vms]))
 
     def __repr__(self) -> str:
         return f"<PhysicalCpu {self.index}: {', '.join(vm.name for vm in self.vms) or 'no VMs'}>"
@@ -157,6 +216,7 @@ class PhysicalCpus:
         self.placement: dict[str, int] = {}  # VM name -> the pCPU it runs on
         self.pinned: dict[str, int] = {}  # VM name -> the pCPU it is pinned to
         self.migrations: list[tuple[int, str, int, int]] = []  # (virtual time, VM, from, to)
+        self.epoch_insns = EPOCH_INSNS  # the longest epoch between two barriers
         self.balance_insns = BALANCE_INSNS  # virtual time between balancing passes
         self._balance_round = 0  # clock // balance_insns at the last pass
         self._balance_marks: dict[str, int] = {}  # VM -> its instructions at the last balance
@@ -344,14 +404,16 @@ class PhysicalCpus:
         return any(s.pending_frames for s in self.switches.values())
 
     def _next_barrier(self, budget: int | None) -> int:
-        """The next barrier: the next sample, period end, frame in flight or end of the budget.
+        """The next barrier: `epoch_insns` on, or sooner for a frame in flight or the end of the budget.
 
-        With a switch that has ports, epochs last at most the switch's latency or one
-        quantum, whichever is longer: a frame sent in an epoch is switched at its end, so it
-        arrives exactly on time when the latency covers the epoch, and at most a quantum
-        late otherwise (labvmm.net.switch).
+        Monitoring samples and accounting periods fall inside epochs: each pCPU stops its
+        slices at them, rolls its VMs' usage or freezes what the sample reads of its VMs,
+        and the barrier takes the samples in order. With a switch that has ports, epochs
+        last at most the switch's latency or one quantum, whichever is longer: a frame sent
+        in an epoch is switched at its end, so it arrives exactly on time when the latency
+        covers the epoch, and at most a quantum late otherwise (labvmm.net.switch).
         """
-        limits = [self._next_sample - self.clock, self.accounting.period_left(self.clock)]
+        limits = [self.epoch_insns]
         frame = self._next_frame_in()
         if frame:
             limits.append(frame)
@@ -367,7 +429,7 @@ class PhysicalCpus:
         budget = max_insns
         with ThreadPoolExecutor(max_workers=self.cpus - 1, thread_name_prefix="labvmm-pcpu") as threads:
             while True:
-                stop, running = self._stop_reason(until, budget)
+                stop, running = self._stop_reason(until, budget, roll=False)  # each pCPU rolls its VMs
                 if stop:
                     return stop
                 if not self._has_work(running):
@@ -381,7 +443,7 @@ class PhysicalCpus:
                 passed = barrier - self.clock
                 if budget is not None:
                     budget -= passed
-                self._advance(passed, result)  # samples and alarms, one thread
+                self._advance(passed, result)  # the samples were taken in _merge_epoch
                 if self.switches:
                     for switch in self.switches.values():
                         switch.queued = switch.pending_frames  # its senders' threads raced on this count
@@ -414,6 +476,20 @@ class PhysicalCpus:
         result.slices += sum(cpu.slice_count for cpu in self.pcpus)
         result.idle_insns += sum(cpu.idle_insns for cpu in self.pcpus)
         self._flush_isolation()
+        self._take_samples()
+
+    def _take_samples(self) -> None:
+        """The monitoring samples of the epoch's boundaries, in time order, from the frozen VMs; alarms judged."""
+        frozen: dict[int, list[_VmAt]] = {}
+        for cpu in self.pcpus:
+            for boundary, vms in cpu.samples:
+                frozen.setdefault(boundary, []).extend(vms)
+        for boundary in sorted(frozen):
+            vms = sorted(frozen[boundary], key=lambda vm: vm.id)  # creation order, as the host samples
+            samples = self.monitor.sample(_HostAt(self, boundary, vms))
+            self.alarms.evaluate(samples, self.monitor.interval_insns, self)  # actions apply from here on
+        if frozen:
+            self._next_sample = self.monitor.next_boundary(max(frozen))
 
     def _flush_isolation(self) -> None:
         """The pCPUs' isolation events into the host's log, ordered by (time, pCPU, order seen)."""
@@ -429,4 +505,4 @@ class PhysicalCpus:
                               "physical CPUs run deterministic epochs of virtual time, accounting='virtual'")
 
 
-__all__ = ["BALANCE_INSNS", "MAX_CPUS", "PhysicalCpu", "PhysicalCpus", "check_cpus"]
+__all__ = ["BALANCE_INSNS", "EPOCH_INSNS", "MAX_CPUS", "PhysicalCpu", "PhysicalCpus", "check_cpus"]

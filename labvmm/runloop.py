@@ -192,11 +192,12 @@ class RunLoop(EventHorizon):
             if self.switches:
                 self._deliver_frames()
 
-    def _stop_reason(self, until, budget: int | None) -> tuple[str, list[VM]]:
-        """Why the run ends here ("" to go on), and the running VMs; rolls the accounting period."""
+    def _stop_reason(self, until, budget: int | None, roll: bool = True) -> tuple[str, list[VM]]:
+        """Why the run ends here ("" to go on), and the running VMs; rolls the accounting period (`roll`)."""
         if until is not None and until(self):
             return "until", []
-        self._roll_period()
+        if roll:
+            self._roll_period()
         running = [vm for vm in self.vms.values() if vm.state == VMState.RUNNING]
         if not running:
             paused = any(vm.state == VMState.PAUSED for vm in self.vms.values())

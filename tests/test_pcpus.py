@@ -40,6 +40,8 @@ def outcome(host: Host) -> dict:
         "clock": host.clock,
         "timeline": [(*s, s.cpu) for s in host.timeline],
         "placement": dict(host.placement),
+        "samples": host.monitor.rows(),  # wall-clock metrics left out
+        "alarms": [a.__dict__ for a in host.alarms.log],
     }
 
 
@@ -73,6 +75,25 @@ def test_two_cpus_give_identical_runs_three_times_and_under_thread_perturbation(
         runs.append((result.stopped_because, result.slices, outcome(host)))
     assert all(run == runs[0] for run in runs[1:])
     assert {s[-1] for s in runs[0][2]["timeline"]} == {0, 1}  # both pCPUs ran slices
+
+
+def test_samples_fall_inside_epochs_on_every_boundary_and_alarms_act_at_the_barrier():
+    """Samples every 1 M instructions although epochs are 10 M; a pause alarm acts at the next barrier."""
+    runs = []
+    for perturb in (None, slow_cpu(1)):
+        host = Host(memory_mib=32, cpus=2)
+        host.create_vm("compute", name="a", memory_mib=16, params={"iterations": 10**9})
+        host.create_vm("compute", name="b", memory_mib=16, params={"iterations": 10**9})
+        host.add_alarm(name="hog", metric="cpu_share", op=">", threshold=0.5, vm="b", action="pause")
+        host._perturb = perturb
+        host.run(max_insns=25_000_000)
+        times = [s.time_insns for s in host.monitor.samples["a"]]
+        assert times == list(range(1_000_000, 25_000_001, 1_000_000))
+        assert host.alarms.log[0].time_insns == 1_000_000 and host.alarms.log[0].action == "pause"
+        assert host.vm("b").state == VMState.PAUSED
+        assert host.vm("b").instructions == 10_000_000  # ran to the first barrier, then paused
+        runs.append(outcome(host))
+    assert runs[0] == runs[1]
 
 
 def test_two_cpus_print_what_one_cpu_prints():
@@ -201,7 +222,7 @@ def test_load_balancing_moves_an_unpinned_vm_to_an_idle_cpu_deterministically():
     """When b halts, pCPU 1 is idle and pCPU 0 has two busy VMs: c moves at the next balance; pinned a stays."""
     def balanced_run() -> tuple:
         host = Host(memory_mib=64, cpus=2)
-        host.balance_insns = 1_000_000
+        host.epoch_insns = host.balance_insns = 1_000_000
         host.create_vm("compute", name="a", memory_mib=16, params={"iterations": 10**9}, cpu=0)
         host.create_vm("hello", name="b", memory_mib=16)
         host.create_vm("compute", name="c", memory_mib=16, params={"iterations": 10**9})
