@@ -346,3 +346,23 @@ def test_cli_refuses_bad_cpus_and_pins_in_one_line(capsys, args, message):
     """Bad --cpus / --pin values: exit 2 and an error naming the value."""
     assert main(["run", "hello", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+# -- isolation events from several pCPUs ------------------------------------------------------
+def test_isolation_events_reach_the_hosts_log_in_virtual_time_order(raw_image, rv):
+    """Bad loads on two pCPUs: the host's log orders them by virtual time, under any thread timing."""
+    late = raw_image(*([rv.NOP] * 300), *rv.li32(11, 0x4000_0000), rv.ld(10, 11, 0), rv.WFI, name="late.bin")
+    early = raw_image(*rv.li32(11, 0x4000_0000), rv.ld(10, 11, 0), rv.WFI, name="early.bin")
+    logs = []
+    for perturb in (None, slow_cpu(1), slow_cpu(0)):
+        host = Host(memory_mib=4, cpus=2)
+        host.create_vm(late, name="late", memory_mib=1, cpu=0)
+        host.create_vm(early, name="early", memory_mib=1, cpu=1)
+        host._perturb = perturb
+        host.run(max_insns=1_000_000)
+        events = list(host.isolation_log)
+        assert [e.vm for e in events] == ["early", "late"]
+        assert events[0].time_insns < events[1].time_insns
+        assert [e.vm for e in host.vm("late").isolation_events] == ["late"]
+        logs.append([e.to_dict() for e in events])
+    assert logs[0] == logs[1] == logs[2]
