@@ -135,8 +135,10 @@ class PhysicalCpu(EventHorizon):
         """Run this pCPU's VMs until its clock reaches `barrier` (on its own host thread).
 
         The same decisions as the one-CPU loop, over its VMs only: the policy picks among
-        the ready ones, a slice ends at the barrier or the next timer event of its VMs;
-        when none is ready it idles to the next of those. Touches nothing another pCPU does.
+        the ready ones; a slice ends at the barrier, the next timer event of its VMs, the end
+        of the accounting period (its VMs' usage starts again) or the next monitoring
+        boundary (what a sample reads of its VMs is frozen there); when none is ready it
+        idles to the next of those. Touches nothing another pCPU does.
         """
         host = self._host
         self.clock = max(self.clock, host.clock)  # a slice that ran past the last barrier is carried

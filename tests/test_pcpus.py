@@ -17,9 +17,13 @@ from labvmm.runloop import Slice
 PAGE = 0x8010_0000  # the mailbox guests' shared page
 
 
-def busy_host(cpus: int, perturb=None) -> Host:
-    """Four VMs of different kinds (compute, timer ticks, console), placed 2 + 2 on two pCPUs."""
+def busy_host(cpus: int, perturb=None, epoch_insns: int = 500_000) -> Host:
+    """Four VMs of different kinds (compute, timer ticks, console), placed 2 + 2 on two pCPUs.
+
+    Short epochs (0.5 M instructions) give a run many barriers for thread timing to act on.
+    """
     host = Host(memory_mib=72, cpus=cpus)
+    host.epoch_insns = epoch_insns
     host.create_vm("compute", name="c0", memory_mib=16, params={"iterations": 40_000})
     host.create_vm("timer", name="tick", memory_mib=16)
     host.create_vm("compute", name="c1", memory_mib=16, params={"iterations": 25_000})
@@ -66,13 +70,14 @@ def slow_cpu(index: int):
 
 
 # -- determinism -----------------------------------------------------------------------------
-def test_two_cpus_give_identical_runs_three_times_and_under_thread_perturbation():
-    """cpus=2: three runs, then runs with a slow pCPU 0, a slow pCPU 1 and random jitter, are identical."""
+def test_two_cpus_give_identical_runs_ten_times_under_any_thread_timing():
+    """cpus=2: four plain runs, then runs with a slow pCPU 0, a slow pCPU 1 and random jitter, are identical."""
     runs = []
-    for perturb in (None, None, None, slow_cpu(0), slow_cpu(1), jitter(7)):
+    for perturb in (None, None, None, None, slow_cpu(0), slow_cpu(1), jitter(7), jitter(8), jitter(9), slow_cpu(0)):
         host = busy_host(2, perturb)
         result = host.run(max_insns=6_000_000)
         runs.append((result.stopped_because, result.slices, outcome(host)))
+    assert len({len(run[2]["timeline"]) for run in runs}) == 1 and runs[0][2]["clock"] > 2_000_000
     assert all(run == runs[0] for run in runs[1:])
     assert {s[-1] for s in runs[0][2]["timeline"]} == {0, 1}  # both pCPUs ran slices
 
@@ -154,7 +159,7 @@ def test_until_is_asked_at_barriers_and_step_works_between_runs():
     host = busy_host(2)
     host.create_vm("compute", name="long", memory_mib=8, params={"iterations": 10**9})
     assert host.run(until=lambda h: h.vm("hi").state == VMState.HALTED).stopped_because == "until"
-    assert host.clock % 1_000_000 == 0  # barriers fall on samples here
+    assert host.clock % host.epoch_insns == 0  # until is asked at barriers only
     clock = host.clock
     assert host.step("long", 100) == 100 and host.clock == clock + 100
     assert host.vm("long").now() == host.clock
