@@ -120,6 +120,7 @@ class PhysicalCpu(EventHorizon):
         self.isolation = _EventBuffer()
         self.samples: list[tuple[int, list[_VmAt]]] = []  # (boundary, its VMs then), this epoch
         self.retired = self.idle_insns = self.slice_count = 0
+        self.quiet_at: int | None = None  # from when to the barrier it had nothing to do (this epoch)
         self._period = 0  # the accounting period its VMs' usage counts in
         self._host = host
         self._was_ready: set[str] = set()
@@ -143,6 +144,7 @@ class PhysicalCpu(EventHorizon):
         host = self._host
         self.clock = max(self.clock, host.clock)  # a slice that ran past the last barrier is carried
         self.slices, self.samples, self.retired, self.idle_insns, self.slice_count = [], [], 0, 0, 0
+        self.quiet_at = None
         policy = host._policy_for(self.index)
         sample_at = host._next_sample
         self.in_epoch = True
@@ -155,15 +157,15 @@ class PhysicalCpu(EventHorizon):
                     sample_at = host.monitor.next_boundary(self.clock)
                 if self.clock >= barrier:
                     break
-                self._roll_period()
                 stop = min(barrier, sample_at, self.clock + host.accounting.period_left(self.clock))
                 left = stop - self.clock
                 running = [vm for vm in self.vms if vm.state == VMState.RUNNING]
                 if not running:
-                    self.idle_insns += left
-                    self.clock = stop
+                    self._idle(left, quiet=True)
                     continue
                 wanting = [vm for vm in running if vm.ready()]
+                if wanting:  # usage is read and charged only from here on: roll it lazily
+                    self._roll_period()
                 if host._throttle or getattr(policy, "may_cap", True):
                     ready = [vm for vm in wanting if host._allowance_left(vm) != 0]
                 else:
@@ -175,9 +177,9 @@ class PhysicalCpu(EventHorizon):
                 event = self._next_event_in(running)
                 horizon = min(left, event) if event else left
                 if not ready:  # idle to the next timer event of its VMs, a boundary or the barrier
-                    self.idle_insns += horizon
-                    self.clock += horizon
+                    self._idle(horizon, quiet=not wanting and not event)
                     continue
+                self.quiet_at = None
                 vm = policy.pick(ready, host.usage)
                 start, decided = self.clock, time.perf_counter_ns()
                 retired, exit_value = vm.run_slice(
@@ -189,6 +191,15 @@ class PhysicalCpu(EventHorizon):
                 self.clock += retired
         finally:
             self.in_epoch = False
+
+    def _idle(self, insns: int, quiet: bool) -> None:
+        """Let `insns` of virtual time pass unused; `quiet`: nothing but a frame could end the wait."""
+        if not quiet:
+            self.quiet_at = None
+        elif self.quiet_at is None:
+            self.quiet_at = self.clock
+        self.idle_insns += insns
+        self.clock += insns
 
     def _roll_period(self) -> None:
         """A new accounting period: its VMs' usage starts again (each pCPU rolls its own VMs)."""
@@ -441,7 +452,8 @@ class PhysicalCpus:
                     self.rebalance()
                 barrier = self._next_barrier(budget)
                 self._run_epochs(threads, barrier)
-                self._merge_epoch(result, record_timeline)
+                barrier = self._quiet_end(barrier)
+                self._merge_epoch(result, record_timeline, barrier)
                 passed = barrier - self.clock
                 if budget is not None:
                     budget -= passed
@@ -468,7 +480,24 @@ class PhysicalCpus:
         if first is not None:
             raise first
 
-    def _merge_epoch(self, result: RunResult, record_timeline: bool) -> None:
+    def _quiet_end(self, barrier: int) -> int:
+        """Where the epoch really ended: when the last pCPU fell quiet, if all did and no frame is in flight.
+
+        A pCPU is quiet once none of its VMs runs, or none is ready and none has a timer
+        event: only a frame could wake it. When every pCPU is quiet the run is over (every
+        VM stopped, or all idle), and virtual time stops where the last VM stopped or went
+        idle, as on a one-CPU host, rather than at the barrier.
+        """
+        quiet = [cpu.quiet_at for cpu in self.pcpus]
+        if None in quiet or any(s.pending_frames for s in self.switches.values()):
+            return barrier
+        end = max(max(quiet), self.clock)
+        for cpu in self.pcpus:
+            cpu.idle_insns -= barrier - end
+            cpu.clock = end
+        return end
+
+    def _merge_epoch(self, result: RunResult, record_timeline: bool, barrier: int) -> None:
         """The barrier's bookkeeping: slices and isolation events merged by (time, pCPU), counts summed."""
         slices = sorted((s for cpu in self.pcpus for s in cpu.slices), key=lambda s: (s.start, s.cpu))
         self.timeline.extend(slices)
@@ -478,14 +507,15 @@ class PhysicalCpus:
         result.slices += sum(cpu.slice_count for cpu in self.pcpus)
         result.idle_insns += sum(cpu.idle_insns for cpu in self.pcpus)
         self._flush_isolation()
-        self._take_samples()
+        self._take_samples(barrier)
 
-    def _take_samples(self) -> None:
-        """The monitoring samples of the epoch's boundaries, in time order, from the frozen VMs; alarms judged."""
+    def _take_samples(self, barrier: int) -> None:
+        """The monitoring samples of the epoch's boundaries up to `barrier`, in time order, from the frozen VMs."""
         frozen: dict[int, list[_VmAt]] = {}
         for cpu in self.pcpus:
             for boundary, vms in cpu.samples:
-                frozen.setdefault(boundary, []).extend(vms)
+                if boundary <= barrier:  # later ones were frozen past where a quiet epoch ended
+                    frozen.setdefault(boundary, []).extend(vms)
         for boundary in sorted(frozen):
             vms = sorted(frozen[boundary], key=lambda vm: vm.id)  # creation order, as the host samples
             samples = self.monitor.sample(_HostAt(self, boundary, vms))

@@ -371,3 +371,24 @@ def test_isolation_events_reach_the_hosts_log_in_virtual_time_order(raw_image, r
         assert [e.vm for e in host.vm("late").isolation_events] == ["late"]
         logs.append([e.to_dict() for e in events])
     assert logs[0] == logs[1] == logs[2]
+
+
+def test_virtual_time_stops_where_the_last_vm_stopped_or_went_idle_not_at_the_barrier():
+    """All stopped or all idle mid-epoch: the clock is the last pCPU's, as on a one-CPU host; runs resume from there."""
+    host = Host(memory_mib=64, cpus=2)
+    host.create_vm("echo", name="echo", memory_mib=16)  # waits for input, no timer: idle for good
+    host.create_vm("hello", name="hello", memory_mib=16)
+    result = host.run()
+    hello = host.vm("hello").instructions
+    assert (result.stopped_because, host.clock) == ("all-idle", hello)  # hello halted last, on pCPU 1
+    assert result.retired + result.idle_insns == 2 * host.clock
+    assert host.monitor.samples.get("echo", []) == []  # no sample boundary was reached
+    host.vm("echo").send_input("hi\x04")
+    assert host.run().stopped_because == "all-stopped"
+    assert host.clock > hello
+    assert "echo: got Ctrl-D, goodbye" in host.vm("echo").console_text()
+    compute = Host(memory_mib=64, cpus=2)
+    compute.create_vm("compute", name="c", memory_mib=16, params={"iterations": 100_000})
+    compute.create_vm("hello", name="h", memory_mib=16)
+    assert compute.run().stopped_because == "all-stopped"
+    assert compute.clock == compute.vm("c").instructions  # not rounded up to the epoch's end
