@@ -7,14 +7,15 @@ code on N host cores at once.
 
 Determinism: the run goes in epochs of virtual time, the conservative method of parallel
 discrete-event simulation. At a barrier (one thread) the host picks the next barrier
-(the next monitoring sample, the end of the accounting period, the end of `max_insns`, the
-next frame in flight, whichever comes first); each pCPU then runs its VMs from the barrier
-to the next one, touching only its own VMs, their per-VM entries in the host's books
-(usage, policy runtimes) and its own buffers (timeline, isolation events); a port's frames
-wait in that port's outbox. Everything that crosses VMs happens at the next barrier,
-single-threaded, in a fixed order: timeline and isolation events merged by (time, pCPU),
-frames switched in (time, port, sequence) order (labvmm.net.switch), samples and alarms,
-load balancing. So what a pCPU computes in an epoch is a function of the state at the
+(`epoch_insns` on, 100 virtual ms by default, or sooner: the end of `max_insns`, the next
+frame in flight, one quantum when a switch links VMs); each pCPU then runs its VMs from the
+barrier to the next one, touching only its own VMs, their per-VM entries in the host's books
+(usage, policy runtimes) and its own buffers (timeline, isolation events, what a monitoring
+sample reads of its VMs at each sample boundary); a port's frames wait in that port's
+outbox. Everything that crosses VMs happens at the next barrier, single-threaded, in a fixed
+order: timeline and isolation events merged by (time, pCPU), the epoch's samples in time
+order and the alarms judged on them, frames switched in (time, port, sequence) order
+(labvmm.net.switch), load balancing. So what a pCPU computes in an epoch is a function of the state at the
 barrier alone, whichever thread runs first or fastest, and a run with the same N gives the
 same consoles, counts, schedules and state hashes on any host. VMs that share pages
 (labvmm.sharing) would see each other's stores mid-epoch, so a sharing group always sits on
@@ -23,7 +24,7 @@ one pCPU.
 Placement: a new VM goes to the pCPU with the least weight placed on it (greedy
 least-loaded; weight is the policy's `weight_of`, 1 under round-robin), or where
 `create_vm(cpu=K)` or `Host.pin(vm, K)` pins it. Every `balance_insns` of virtual time
-(default 5 accounting periods, 50 virtual ms), at a barrier, the host moves unpinned VMs
+(default 100 virtual ms), at a barrier, the host moves unpinned VMs
 from the most to the least loaded pCPU while that narrows the gap, as Xen's credit2 and
 vSphere's DRS migrate at intervals; a pCPU's load is the weight of its VMs that wanted the
 CPU since the last balance.
