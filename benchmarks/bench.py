@@ -5,13 +5,16 @@
     python benchmarks/bench.py --only mmio      # one benchmark (repeatable option)
     python benchmarks/bench.py --only exits     # the cost of one exit per kind, labvmm / QEMU / bare (~25-35 s; not in the full run)
     python benchmarks/bench.py --only boot      # real OSes to their boot milestones (minutes; not in the full run)
+    python benchmarks/bench.py --only pcpus     # 4 compute VMs on cpus=2 vs cpus=1, and bare Unicorn's threads
     python benchmarks/bench.py --json           # the rows as JSON instead of the table
     python benchmarks/bench.py --profile mmio   # cProfile labvmm's side of one benchmark
     python benchmarks/bench.py --profile exits:trap   # ... of one exit kind (trap syscall timer rdtime mmio)
 
 Benchmarks: throughput, qemu, mmio, exits (benchmarks/exits.py), density, scheduler, engine
 (one loop of register, load or store bodies on labvmm, bare Unicorn and QEMU: what the CPU
-engine costs), boot (real OSes to their milestones: benchmarks/boot.py, minutes). Each compares labvmm with a
+engine costs), pcpus (several physical CPUs against one, with bare Unicorn's threads as the
+ceiling: benchmarks/pcpus.py), boot (real OSes to their milestones: benchmarks/boot.py,
+minutes). Each compares labvmm with a
 reference measured in the same run (repetitions interleaved, best of each side kept), so
 the ratios hold on any machine even though the absolute figures do not.
 """
@@ -31,7 +34,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import boot, cases, density, engine, exits, rawguest  # noqa: E402
+from benchmarks import boot, cases, density, engine, exits, pcpus, rawguest  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
 
 BENCHMARKS = {
@@ -42,6 +45,7 @@ BENCHMARKS = {
     "density": density.density,
     "scheduler": cases.scheduler,
     "engine": engine.engine,
+    "pcpus": pcpus.pcpus,
     "boot": boot.bench_rows,
 }
 #: Benchmarks only `--only` runs: booting real OSes takes minutes, the exit table ~25-35 s.

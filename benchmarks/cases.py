@@ -53,6 +53,7 @@ class Sizes:
     qemu_exit_iterations: int = 500_000  # the same on QEMU, which is far faster
     exit_tiny_iterations: int = 100  # the short run whose time is subtracted
     exit_repeats: int = 4
+    pcpus_iterations: int = 1_000_000  # per VM, 4 VMs (benchmarks/pcpus.py)
 
 
 FULL = Sizes(
@@ -68,6 +69,7 @@ FULL = Sizes(
     sched_vm_counts=(1, 16),
     sched_iterations=4_000_000,
     sched_quanta=(100_000, 10_000),
+    pcpus_iterations=2_000_000,
 )
 
 QUICK = Sizes(
@@ -86,6 +88,7 @@ QUICK = Sizes(
     exit_iterations=1_000,
     qemu_exit_iterations=200_000,
     exit_repeats=2,
+    pcpus_iterations=400_000,
 )
 
 
@@ -96,9 +99,10 @@ def compute_image() -> Image:
     return parse_image(read_image_file(path), "compute", RAM_BASE)
 
 
-def run_labvmm_compute(vm_count: int, iterations: int, quantum: int = QUANTUM) -> tuple[float, Host]:
-    """`vm_count` compute VMs of `iterations` each on one host; (Host.run wall seconds, host)."""
-    host = Host(memory_mib=vm_count * COMPUTE_VM_MIB, quantum=quantum)
+def run_labvmm_compute(vm_count: int, iterations: int, quantum: int = QUANTUM,
+                       cpus: int = 1) -> tuple[float, Host]:
+    """`vm_count` compute VMs of `iterations` each on one host of `cpus` pCPUs; (Host.run wall seconds, host)."""
+    host = Host(memory_mib=vm_count * COMPUTE_VM_MIB, quantum=quantum, cpus=cpus)
     for i in range(vm_count):
         host.create_vm("compute", name=f"compute{i}", memory_mib=COMPUTE_VM_MIB, params={"iterations": iterations})
     result = host.run()

@@ -24,6 +24,7 @@ from .isolation import IsolationLog, check_policy
 from .memory import MIB, PAGE_SIZE, FramePool, GuestMemory
 from .metrics import NS_PER_INSN, Alarm, AlarmBook, Monitor
 from .reports import Reports
+from .pcpus import PhysicalCpus
 from .runloop import RunLoop, RunResult, Slice, check_positive_int
 from .scheduler import RoundRobin, make_policy
 from .sharing import PageSharing, SharedPage
@@ -38,7 +39,7 @@ MAX_NAME_LENGTH = 64
 TIMELINE_CAPACITY = 100_000
 
 
-class Host(RunLoop, PageSharing, Reports):
+class Host(RunLoop, PhysicalCpus, PageSharing, Reports):
     """A host machine: memory pool, VMs, scheduler and virtual clock.
 
     `accounting` says what the scheduler charges a VM for a slice (labvmm.accounting):
@@ -49,10 +50,17 @@ class Host(RunLoop, PageSharing, Reports):
     interrupt or MMIO storm) cannot starve the others. Host accounting is not deterministic:
     the schedule depends on how fast the machine runs at that moment. Guests see virtual
     time in both modes; both report every VM's host cost per instruction.
+
+    `cpus` (1..64, default 1) is the number of physical CPUs: each runs its own schedule of
+    the VMs placed on it, on its own host thread, in epochs of virtual time that end at
+    barriers where VMs interact, so a run with the same `cpus` gives the same results on
+    any machine (labvmm.pcpus). Several pCPUs need virtual accounting.
     """
     def __init__(self, memory_mib: int = DEFAULT_HOST_MEMORY_MIB, quantum: int = DEFAULT_QUANTUM,
-                 accounting: str = "virtual") -> None:
+                 accounting: str = "virtual", cpus: int = 1) -> None:
         self.accounting = make_accounting(accounting)
+        self._init_cpus(cpus)
+        self._check_cpus_config()
         self.pool = FramePool(memory_mib)
         self.memory_mib = memory_mib
         self.quantum = check_positive_int("quantum", quantum, 1 << 40)
@@ -97,6 +105,7 @@ class Host(RunLoop, PageSharing, Reports):
         start: bool = True,
         on_violation: str = "stop",
         devices=None,
+        cpu: int | None = None,
     ) -> VM:
         """Create a VM from a built-in guest name or an image path (started unless `start=False`).
 
@@ -118,6 +127,8 @@ class Host(RunLoop, PageSharing, Reports):
         `devices` attaches devices of your own to the VM's MMIO bus, as a dict
         {name: (base, device)} or {name: (base, device, irq)}, or a list of
         `labvmm.attach.DeviceSpec(name, base, device, irq=None)`; see labvmm.attach.
+        `cpu` pins the VM to that physical CPU (0..cpus-1; see `pin`); without it the VM
+        goes to the least loaded one (labvmm.pcpus).
         Raises ImageError for a missing or bad image, ConfigError for bad settings,
         OutOfMemoryError when the pool or the quota cannot supply `memory_mib`; nothing is
         left half-created on error.
@@ -129,6 +140,8 @@ class Host(RunLoop, PageSharing, Reports):
         default_name, path, info = resolve(source)
         name = default_name if name is None else name
         self._check_name(name)
+        if cpu is not None:
+            self._check_cpu_index(cpu)
         memory_mib = check_positive_int("memory_mib", memory_mib)
         if memory_mib > self.memory_mib:
             raise OutOfMemoryError(
@@ -194,6 +207,7 @@ class Host(RunLoop, PageSharing, Reports):
         self.vms[name] = vm
         vm.timer_listener = self._events_moved
         self._events_dirty = True
+        self._place_new(vm, cpu)
         self.monitor.register(name, self.clock)
         if start:
             vm.start()
@@ -232,6 +246,7 @@ class Host(RunLoop, PageSharing, Reports):
             forget(name)
         self._throttle.pop(name, None)
         self.usage.pop(name, None)
+        self._forget_cpu(name)
         return frames
 
     def set_policy(self, policy) -> object:
@@ -342,7 +357,8 @@ class Host(RunLoop, PageSharing, Reports):
         return [vm for vm in self.vms.values() if vm.state == VMState.RUNNING and not vm.idle]
 
     def __repr__(self) -> str:
-        return f"<Host {self.memory_mib} MiB, {len(self.vms)} VMs, clock={self.clock}>"
+        cpus = f", {self.cpus} CPUs" if self.cpus > 1 else ""
+        return f"<Host {self.memory_mib} MiB{cpus}, {len(self.vms)} VMs, clock={self.clock}>"
 
 
 __all__ = ["Host", "RunResult", "SharedPage", "Slice", "LabvmmError", "ImageError"]

@@ -155,7 +155,7 @@ class Monitor:
                 exit_rate=(exits - el) / (max(now - tl, 1) / NOMINAL_IPS),
                 console_bytes=vm.console.total,
                 memory_mib=vm.memory.size / (1 << 20),
-                target_share=host.policy.target_share(vm, wanting) if vm in wanting else None,
+                target_share=host._target_share(vm, wanting) if vm in wanting else None,
                 **io_rates(self._io.get(vm.name, io), io, max(now - tl, 1)),
                 host_ns_per_insn=costs[vm.name],
                 host_cost_ratio=cost_ratio(costs[vm.name], [c for name, c in costs.items() if name != vm.name]),

@@ -50,6 +50,8 @@ class Reports:
             "host": {
                 "memory_mib": self.memory_mib,
                 "quantum": self.quantum,
+                "cpus": self.cpus,  # physical CPUs (labvmm.pcpus)
+                "migrations": len(self.migrations),  # VMs moved between them by load balancing
                 "virtual_time_insns": self.clock,
                 "virtual_time_seconds": self.virtual_seconds,
                 "wall_time_seconds": round(self.wall_seconds, 6),
@@ -74,7 +76,9 @@ class Reports:
         report = vm.report()
         wanting = self.wanting_cpu()
         report["cpu_share"] = vm.instructions / self.clock if self.clock else 0.0
-        report["target_share"] = self.policy.target_share(vm, wanting) if vm in wanting else None
+        report["target_share"] = self._target_share(vm, wanting) if vm in wanting else None
+        report["cpu"] = self.placement.get(vm.name, 0)  # the physical CPU it runs on
+        report["pinned"] = vm.name in self.pinned
         params = getattr(self.policy, "params", None)
         report["scheduling"] = params(vm.name) if params else {}
         if vm.name in self._throttle:

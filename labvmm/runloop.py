@@ -40,6 +40,29 @@ class Slice(NamedTuple):
     instructions: int
     exit: str
 
+    @property
+    def cpu(self) -> int:
+        """The physical CPU it ran on: 0 on a one-CPU host (see CpuSlice)."""
+        return 0
+
+
+class CpuSlice(Slice):
+    """A slice on a host with several physical CPUs: a Slice that also says which one ran it.
+
+    The four fields stay a 4-tuple (code unpacks slices as `start, vm, insns, exit`); the
+    pCPU rides beside them as the `cpu` attribute (labvmm.pcpus).
+    """
+
+    def __new__(cls, start: int, vm: str, instructions: int, exit: str, cpu: int = 0) -> "CpuSlice":
+        entry = super().__new__(cls, start, vm, instructions, exit)
+        entry._cpu = cpu
+        return entry
+
+    @property
+    def cpu(self) -> int:
+        """The physical CPU it ran on."""
+        return getattr(self, "_cpu", 0)
+
 
 @dataclass
 class RunResult:
@@ -63,7 +86,34 @@ def check_positive_int(name: str, value, upper: int | None = None) -> int:
     return value
 
 
-class RunLoop:
+class EventHorizon:
+    """The earliest timer event among some VMs, cached (a host's, or one physical CPU's).
+
+    Needs `clock` (virtual time now) and the cache fields `_next_event`, `_events_dirty`,
+    `_events_key`; a VM's `timer_listener` is `_events_moved` of whoever runs it.
+    """
+
+    def _next_event_in(self, running: list[VM]) -> int | None:
+        """Instructions until the earliest timer event of any running VM.
+
+        Kept as an absolute time and recomputed only when a VM's timer moves, a VM starts or
+        stops running, or the event has passed: asking every VM before every slice costs
+        more than the slice's own bookkeeping when there are many VMs.
+        """
+        key = len(running)
+        if self._events_dirty or key != self._events_key or (
+            self._next_event is not None and self._next_event <= self.clock
+        ):
+            waits = [w for w in (vm.insns_until_event() for vm in running) if w]
+            self._next_event = self.clock + min(waits) if waits else None
+            self._events_dirty, self._events_key = False, key
+        return None if self._next_event is None else self._next_event - self.clock
+
+    def _events_moved(self) -> None:
+        self._events_dirty = True
+
+
+class RunLoop(EventHorizon):
     """run / step of a Host, over its `vms`, `policy`, `monitor` and `alarms`."""
 
     def run(
@@ -86,7 +136,8 @@ class RunLoop:
         result = RunResult()
         started = time.perf_counter()
         try:
-            result.stopped_because = self._loop(result, max_insns, until, record_timeline)
+            loop = self._loop if self.cpus == 1 else self._parallel_loop  # labvmm.pcpus
+            result.stopped_because = loop(result, max_insns, until, record_timeline)
         finally:
             result.wall_seconds = time.perf_counter() - started
             self.wall_seconds += result.wall_seconds
@@ -96,15 +147,9 @@ class RunLoop:
         budget = max_insns
         while True:
             decided = time.perf_counter_ns()  # a slice is charged from here (labvmm.accounting)
-            if until is not None and until(self):
-                return "until"
-            self._roll_period()
-            running = [vm for vm in self.vms.values() if vm.state == VMState.RUNNING]
-            if not running:
-                paused = any(vm.state == VMState.PAUSED for vm in self.vms.values())
-                return "all-paused" if paused else "all-stopped"
-            if budget is not None and budget <= 0:
-                return "max-insns"
+            stop, running = self._stop_reason(until, budget)
+            if stop:
+                return stop
             wanting = [vm for vm in running if vm.ready()]
             if self._throttle or getattr(self.policy, "may_cap", True):
                 ready = [vm for vm in wanting if self._allowance_left(vm) != 0]
@@ -147,6 +192,20 @@ class RunLoop:
             if self.switches:
                 self._deliver_frames()
 
+    def _stop_reason(self, until, budget: int | None, roll: bool = True) -> tuple[str, list[VM]]:
+        """Why the run ends here ("" to go on), and the running VMs; rolls the accounting period (`roll`)."""
+        if until is not None and until(self):
+            return "until", []
+        if roll:
+            self._roll_period()
+        running = [vm for vm in self.vms.values() if vm.state == VMState.RUNNING]
+        if not running:
+            paused = any(vm.state == VMState.PAUSED for vm in self.vms.values())
+            return ("all-paused" if paused else "all-stopped"), running
+        if budget is not None and budget <= 0:
+            return "max-insns", running
+        return "", running
+
     def _deliver_frames(self) -> None:
         """A barrier: every frame the slice sent, and every one due, reaches its receivers (labvmm.net)."""
         now_ns = self.clock * NS_PER_INSN
@@ -176,25 +235,6 @@ class RunLoop:
         if budget is not None:
             limits.append(budget)
         return max(min(limits), 1)
-
-    def _next_event_in(self, running: list[VM]) -> int | None:
-        """Instructions until the earliest timer event of any running VM.
-
-        Kept as an absolute time and recomputed only when a VM's timer moves, a VM starts or
-        stops running, or the event has passed: asking every VM before every slice costs
-        more than the slice's own bookkeeping when there are many VMs.
-        """
-        key = len(running)
-        if self._events_dirty or key != self._events_key or (
-            self._next_event is not None and self._next_event <= self.clock
-        ):
-            waits = [w for w in (vm.insns_until_event() for vm in running) if w]
-            self._next_event = self.clock + min(waits) if waits else None
-            self._events_dirty, self._events_key = False, key
-        return None if self._next_event is None else self._next_event - self.clock
-
-    def _events_moved(self) -> None:
-        self._events_dirty = True
 
     def _advance(self, insns: int, result: RunResult, idle: bool = False) -> None:
         """Move the clock on by `insns` (`idle`: time no VM used); sample and judge alarms at boundaries."""
@@ -265,6 +305,8 @@ class RunLoop:
             self._advance(retired, RunResult())
             if self.switches:
                 self._deliver_frames()
+            if self.cpus > 1:
+                self._flush_isolation()  # labvmm.pcpus: the VM's events reach the host's log
         finally:  # a step is host wall time too: vmm_seconds() subtracts the guest's part of it
             self.wall_seconds += time.perf_counter() - started
         if was_paused and vm.state == VMState.RUNNING:
@@ -272,4 +314,4 @@ class RunLoop:
         return retired
 
 
-__all__ = ["RunLoop", "RunResult", "Slice", "check_positive_int"]
+__all__ = ["CpuSlice", "EventHorizon", "RunLoop", "RunResult", "Slice", "check_positive_int"]

@@ -71,6 +71,9 @@ class Policy(Protocol):
 
     # Optional: `forget(vm_name)`, called when a VM is destroyed, drops what the policy keeps
     # about it (the built-in policies do; the host does not require it).
+    # Optional: `for_cpu(index)`, the policy object physical CPU `index` schedules with on a
+    # host with several (labvmm.pcpus); without it every pCPU uses the policy itself, whose
+    # state must then be per VM (pCPUs run in parallel, each charging only its own VMs).
 
 
 def _int_in(name: str, value, lo: int, hi: int) -> int:
@@ -87,6 +90,13 @@ class RoundRobin:
 
     def __init__(self) -> None:
         self._last = -1
+        self._cpus: dict[int, RoundRobin] = {}
+
+    def for_cpu(self, index: int) -> "RoundRobin":
+        """The turn order physical CPU `index` keeps (labvmm.pcpus): each pCPU has its own."""
+        if index == 0:
+            return self
+        return self._cpus.setdefault(index, RoundRobin())
 
     def pick(self, ready: list["VM"], usage: dict[str, int]) -> "VM":
         """The first ready VM after the one that ran last."""

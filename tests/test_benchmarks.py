@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is a folder of the checkout, not part of the package
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench, cases, engine, exits, harts, rawguest  # noqa: E402
+from benchmarks import bench, cases, engine, exits, harts, pcpus, rawguest  # noqa: E402
 from benchmarks.bare import RAM_BASE, BareMachine, RamBuffer, TrapEntry, run_round_robin  # noqa: E402
 from benchmarks.measure import best_of, rss_bytes  # noqa: E402
 from benchmarks.report import Row, markdown_table  # noqa: E402
@@ -43,6 +43,7 @@ TINY = cases.Sizes(
     qemu_exit_iterations=400,
     exit_tiny_iterations=3,
     exit_repeats=1,
+    pcpus_iterations=5_000,
 )
 
 
@@ -233,6 +234,28 @@ def test_benchmark_runs_and_returns_sane_rows(name):
     if name == "scheduler":
         assert len(rows) == len(TINY.sched_vm_counts) * len(TINY.sched_quanta)
         assert all(0 < r.ratio < 1 for r in rows)
+
+
+def test_pcpus_benchmark_compares_two_cpus_with_one_and_bare_threads():
+    """`--only pcpus`: cpus=2 against cpus=1 on 4 compute VMs, then bare Unicorn 2 threads against 1."""
+    rows = bench.run(["pcpus"], TINY)
+    assert len(rows) == 2 * (1 + max(min(os.cpu_count() or 1, 16) - 2, 0))
+    speedup, ceiling = rows[:2]
+    for row in rows:
+        check_row(row)
+    assert speedup.target == ">= 1.7" and not ceiling.target
+    assert speedup.details["vms"] == 4 and speedup.details["cpus"] == 2
+    assert speedup.ratio == pytest.approx(speedup.labvmm / speedup.reference)
+    assert ceiling.ratio == pytest.approx(ceiling.labvmm / ceiling.reference)
+    assert speedup.details["of_ceiling"] == pytest.approx(speedup.ratio / ceiling.ratio)
+
+
+def test_bare_threads_print_what_one_thread_prints():
+    """The ceiling's bare machines give the same outputs split over two threads as on one."""
+    image = cases.compute_image()
+    _, one = pcpus.run_bare_threads(image, 1, 4, 3_000)
+    _, two = pcpus.run_bare_threads(image, 2, 4, 3_000)
+    assert one == two and len(set(one)) == 1 and b"0x" in one[0]
 
 
 @pytest.mark.qemu

@@ -159,6 +159,23 @@ def parse_input_after(items: list[str], names: list[str]) -> list[InputAfter]:
 SCHED_FLAGS = {"weight": "credit", "cap": "credit", "shares": "shares", "reservation": "shares", "limit": "shares"}
 
 
+def parse_pins(items: list[str], names: list[str], cpus: int) -> dict[str, int]:
+    """--pin VM=CPU options: each VM of this run to a physical CPU index 0..cpus-1."""
+    out: dict[str, int] = {}
+    for item in items or []:
+        vm, sep, value = item.partition("=")
+        if not sep or vm not in names:
+            raise UsageError(f"--pin expects VM=CPU with a VM of this run ({', '.join(names)}), got {item!r}")
+        try:
+            cpu = int(value.replace("_", ""), 0)
+        except ValueError:
+            raise UsageError(f"--pin {item!r}: {value!r} is not a CPU index (0..{cpus - 1})") from None
+        if not 0 <= cpu < cpus:
+            raise UsageError(f"--pin {item!r}: CPU {cpu} is not one of this host's 0..{cpus - 1} (--cpus {cpus})")
+        out[vm] = cpu
+    return out
+
+
 def parse_scheduling(args, names: list[str]) -> dict[str, dict]:
     """--weight/--cap/--shares/--reservation/--limit VM=VALUE options, checked against --policy."""
     policy = {"rr": "round-robin"}.get(args.policy, args.policy)

@@ -58,7 +58,8 @@ COLUMNS: dict[str, str] = {
             "stopped it; - otherwise.",
     "instructions": "guest instructions the VM retired: its CPU time. Virtual time counts 100 million "
                     "instructions per second.",
-    "CPU": "the VM's instructions against the host's virtual time: its share of the one CPU.",
+    "CPU": "the VM's instructions against the host's virtual time: its share of one CPU.",
+    "pCPU": "(with --cpus N > 1) the physical CPU the VM runs on at the end, * when pinned there (--pin).",
     "target": "the share the scheduling policy aims to give it among the VMs that want the CPU now; - for "
               "a VM that wants none (stopped, or asleep in wfi).",
     "console": "bytes the guest wrote to its console (UART and SBI console).",

@@ -15,14 +15,17 @@ def exit_status(report: dict) -> int:
 
 def format_table(report: dict) -> str:
     """The per-VM summary table printed after a run (`labvmm help exits` says what each part means)."""
-    rows = [("VM", "state", "exit", "instructions", "CPU", "target", "console", "exits")]
+    several = report["host"].get("cpus", 1) > 1  # a pCPU column on a host with several (labvmm.pcpus)
+    rows = [("VM", "state", "exit", "instructions", "CPU", *(("pCPU",) if several else ()), "target", "console",
+             "exits")]
     for vm in report["vms"]:
         exits = " ".join(f"{k}={v}" for k, v in vm["exits"].items())
         exit_text = vm["exit_code"] if vm["exit_code"] is not None else (vm["crash_reason"] or "-")
         target = "-" if vm.get("target_share") is None else f"{100 * vm['target_share']:.1f}%"
+        pcpu = (f"{vm['cpu']}{'*' if vm['pinned'] else ''}",) if several else ()
         rows.append(
             (vm["name"], vm["state"], str(exit_text), f"{vm['instructions']:,}", f"{100 * vm.get('cpu_share', 0):.1f}%",
-             target, f"{vm['console_bytes']} B", exits)
+             *pcpu, target, f"{vm['console_bytes']} B", exits)
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] for r in rows]
@@ -31,6 +34,7 @@ def format_table(report: dict) -> str:
         f"virtual time {h['virtual_time_seconds']:.4f} s ({h['virtual_time_insns']:,} instructions), "
         f"wall time {h['wall_time_seconds']:.3f} s, stopped: {h['stopped_because']}, "
         f"policy: {h.get('scheduler', {}).get('policy', '?')}"
+        + (f", {h['cpus']} physical CPUs, {h['migrations']} migrations" if several else "")
     )
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from ..errors import LabvmmError
 from ..harts import MAX_VCPUS
 from ..host import DEFAULT_HOST_MEMORY_MIB, DEFAULT_QUANTUM, DEFAULT_VM_MEMORY_MIB, Host
+from ..pcpus import MAX_CPUS
 from ..vm import VMState
 from .args import (
     UsageError,
@@ -28,6 +29,7 @@ from .args import (
     parse_prompts,
     parse_inputs,
     parse_params,
+    parse_pins,
     parse_scheduling,
     positive,
 )
@@ -74,6 +76,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--accounting", default="virtual", choices=("virtual", "host"),
                      help="charge each VM its retired instructions (virtual: deterministic, the default) or the "
                           "host wall time its slices took (host: fair in real time, not deterministic)")
+    run.add_argument("--cpus", type=positive, default=1, metavar="N",
+                     help=f"physical CPUs of the host, 1..{MAX_CPUS}: each runs its own schedule on its own host "
+                          "thread, in parallel; results are the same for a given N on any machine")
+    run.add_argument("--pin", action="append", default=[], metavar="VM=CPU",
+                     help="pin a VM to a physical CPU (0..N-1); the others are placed by weight and balanced")
     for flag, meta, text in (
         ("--weight", "VM=N", "credit weight 1-65535 (default 256)"),
         ("--cap", "VM=PCT", "credit cap in %% of one CPU (0 = none)"),
@@ -262,7 +269,10 @@ def build_host(args, names: list[str]) -> Host:
     prompts = parse_prompts(getattr(args, "prompt", []) or [], names)
     scheduling = parse_scheduling(args, names)
     plan = parse_devices(args, names)
-    host = Host(memory_mib=args.memory_mib, quantum=args.quantum, accounting=getattr(args, "accounting", "virtual"))
+    cpus = getattr(args, "cpus", 1)
+    pins = parse_pins(getattr(args, "pin", []), names, cpus) if cpus <= MAX_CPUS else {}
+    host = Host(memory_mib=args.memory_mib, quantum=args.quantum, accounting=getattr(args, "accounting", "virtual"),
+                cpus=cpus)
     try:
         host.set_policy(getattr(args, "policy", "round-robin"))
         for spec in plan.switches:
@@ -273,7 +283,7 @@ def build_host(args, names: list[str]) -> Host:
         images = args.images or [None]
         for image, name in zip(images, names):
             host.create_vm(image, name=name, memory_mib=args.vm_memory_mib, firmware=args.firmware,
-                           params=params.get(name), **plan.vms[name].create_kwargs())
+                           params=params.get(name), cpu=pins.get(name), **plan.vms[name].create_kwargs())
         for limit in plan.rate_limits:
             host.set_rate_limit(limit.vm, limit.device, limit.limit)
         for name, data in inputs.items():

@@ -157,7 +157,8 @@ def occupancy(starts: np.ndarray, lengths: np.ndarray, lo: float, hi: float, col
 
 def timeline_chart(slices: SliceTable, ids: dict[str, int], start: int, end: int,
                    marks: list[tuple[int, str]] = (), width: int = 640, lane_px: int = 18,
-                   lane_marks: dict[str, list[int]] | None = None) -> tuple[np.ndarray, ChartInfo]:
+                   lane_marks: dict[str, list[int]] | None = None,
+                   labels: dict[str, str] | None = None) -> tuple[np.ndarray, ChartInfo]:
     """Scheduler slices as one lane per VM over virtual time [start, end], with marks as vertical lines.
 
     Each pixel column of a lane is filled up to the fraction of that column's time the VM
@@ -166,10 +167,11 @@ def timeline_chart(slices: SliceTable, ids: dict[str, int], start: int, end: int
     edge where one slice ends and the next of the same VM begins. `marks` are (time,
     "#rrggbb") lines (alarms, isolation events); `lane_marks` are times marked in one VM's
     lane only (its boot milestones, labvmm.milestones): a short MILESTONE_COLOR tick with a
-    triangle on top.
+    triangle on top. `labels` replaces a lane's label (its VM name), e.g. with its pCPU.
     """
     names = list(ids)
-    label_px = min(max((text_width(n) for n in names), default=30) + 20, 200)
+    labels = {name: (labels or {}).get(name, name) for name in names}
+    label_px = min(max((text_width(labels[n]) for n in names), default=30) + 20, 200)
     height = max(len(names), 1) * lane_px + 34 + 6
     end = max(end, start + 1)
     plot = Plot(width, height, left=label_px, right=10, top=6, bottom=34, x_range=(start, end))
@@ -185,7 +187,7 @@ def timeline_chart(slices: SliceTable, ids: dict[str, int], start: int, end: int
         area[top + lane_px - 1, :] = (235, 235, 235)  # lane separator
         label_y = plot.top + top + lane_px // 2
         plot.swatch(4, label_y - 4, rgb(vm_color(ids[name])))
-        plot.text(17, label_y, name, "lm")
+        plot.text(17, label_y, labels[name], "lm")
         code = slices.names.index(name) if name in slices.names else -1
         mine = slices.vm[view] == code
         starts, lengths = slices.start[view][mine], slices.insns[view][mine]
@@ -297,7 +299,7 @@ def draw_timeline(ax, snap, start: int, end: int) -> None:
         times = [t / NOMINAL_IPS for t, _ in snap.vms[name].milestones if start <= t <= end]
         if times:
             ax.plot(times, [lane + 0.3] * len(times), "v", color=MILESTONE_COLOR, ms=4)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_yticks(range(len(names)), [getattr(snap.vms[name], "lane_label", name) for name in names], fontsize=7)
     ax.set_xlabel("virtual time (s); red: alarm, dotted: isolation event, triangles: boot milestones")
     if end > start:
         ax.set_xlim(start / NOMINAL_IPS, end / NOMINAL_IPS)

@@ -62,6 +62,12 @@ class VmView:
     registers: dict[str, int] | None = None  # only for watched VMs
     code: bytes | None = None  # CODE_BYTES at pc as the hart fetches them (VM.read_code), for watched VMs; None if unreachable
     milestones: list[tuple[int, str]] = field(default_factory=list)  # (virtual time, name), labvmm.milestones
+    cpu: int | None = None  # the physical CPU it runs on, on a host with several (labvmm.pcpus)
+
+    @property
+    def lane_label(self) -> str:
+        """Its name, and its physical CPU on a host with several ("web · cpu1")."""
+        return self.name if self.cpu is None else f"{self.name} · cpu{self.cpu}"
 
     @property
     def finished(self) -> bool:
@@ -145,8 +151,10 @@ def vm_view(vm, host=None, samples=None, registers: bool = False, console_cache:
     last = samples[-1] if samples else None
     clock = host.clock if host is not None else 0
     params = getattr(host.policy, "params", None) if host is not None else None
+    several = host is not None and getattr(host, "cpus", 1) > 1
     if wanting is not None and host is not None:
-        target = host.policy.target_share(vm, wanting) if vm in wanting else None
+        share = host._target_share if several else host.policy.target_share  # among the VMs of its pCPU
+        target = share(vm, wanting) if vm in wanting else None
     else:
         target = last.target_share if last is not None and state == "running" else None
     if console_cache is not None and vm.name in console_cache and console_cache[vm.name][0] == vm.console.total:
@@ -178,6 +186,7 @@ def vm_view(vm, host=None, samples=None, registers: bool = False, console_cache:
         isolation_events=len(vm.isolation_events),
         alarm="green",
         milestones=[(m.time_insns, m.name) for m in vm.milestones],
+        cpu=host.placement.get(vm.name) if several else None,
     )
     if registers and alive:
         view.registers = vm.registers()

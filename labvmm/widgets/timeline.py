@@ -161,8 +161,9 @@ class TimelinePanel(Panel):
         start, end = self.view_range(snap)
         ids = {name: v.id for name, v in snap.vms.items()}
         milestones = {name: [t for t, _ in v.milestones] for name, v in snap.vms.items()}
+        labels = {name: v.lane_label for name, v in snap.vms.items()}  # with its pCPU on a host with several
         image, info = timeline_chart(snap.slices, ids, start, end, self._marks(snap), width=WIDTH_PX,
-                                     lane_marks=milestones)
+                                     lane_marks=milestones, labels=labels)
         self.view, self.info = (start, end), info
         png = png_bytes(image)
         with self.chart.hold_sync():

@@ -6,6 +6,7 @@ import pytest
 
 from labvmm import ConfigError, Host
 from labvmm.widgets import Runner, TimelinePanel
+from labvmm.widgets.snapshot import take_snapshot
 
 
 @pytest.fixture
@@ -65,3 +66,17 @@ def test_a_span_below_the_minimum_is_refused(run_host):
     """span_insns is at least 1,000 instructions (or None): the error names the value."""
     with pytest.raises(ConfigError, match="span_insns must be an integer of at least 1,000"):
         TimelinePanel(run_host, span_insns=10)
+
+
+def test_lanes_name_the_physical_cpu_on_a_host_with_several():
+    """With cpus=2 each lane says which pCPU runs the VM; with one pCPU the lanes are plain VM names."""
+    host = Host(memory_mib=64, cpus=2)
+    for name in "abc":
+        host.create_vm("compute", name=name, memory_mib=4, params={"iterations": 10**12})
+    panel = TimelinePanel(host, _ran(host, 20_000_000))
+    panel.refresh()  # draws the lanes with these labels
+    snap = take_snapshot(host)
+    assert {name: v.lane_label for name, v in snap.vms.items()} == {"a": "a · cpu0", "b": "b · cpu1", "c": "c · cpu0"}
+    single = Host(memory_mib=64)
+    single.create_vm("compute", name="a", memory_mib=4, params={"iterations": 10})
+    assert take_snapshot(single).vms["a"].lane_label == "a"
