@@ -20,6 +20,8 @@ from .exits import Fault, Mmio
 from .interrupts import HartInterrupts
 from .vcpu import Vcpu
 
+_MASKS = {n: (1 << (8 * n)) - 1 for n in (1, 2, 4, 8)}  # a read's value, cut to its size
+
 
 class Hart:
     """A hart: build it, map the VM's RAM and devices into it, then `run` slices."""
@@ -85,11 +87,53 @@ class Hart:
         try:
             return exit_handlers.handle_mmio(ctx, access)
         except Exception as exc:  # a device bug must not take the host down
-            reason = str(exc) if isinstance(exc, DeviceFault) else f"device error: {exc!r}"
-            self.cpu.request_stop(Fault("vmm", self.cpu.pc, access.address, access.size, reason))
-            return 0
+            return self._device_failed(exc, access.address, access.size)
         finally:
             self.exit_seconds += time.perf_counter() - started
+
+    def _device_failed(self, exc: Exception, address: int, size: int) -> int:
+        reason = str(exc) if isinstance(exc, DeviceFault) else f"device error: {exc!r}"
+        self.cpu.request_stop(Fault("vmm", self.cpu.pc, address, size, reason))
+        return 0
+
+    def direct_mmio(self, slot) -> tuple[Callable, Callable]:
+        """(read, write) for `Vcpu.map_mmio(direct=)`: a board device's registers without an exit value.
+
+        What `_on_mmio` and `exit_handlers.handle_mmio` do for the slot, minus building the
+        `Mmio` and finding the slot: the exit is counted and timed, the device gets the
+        offset, a device error stops the VM. An access past the device's registers (the
+        rest of its page) takes the general path, which faults it. For board devices only:
+        a device of your own (GuardedDevice) has its accesses checked there first.
+        """
+        device, base, limit, exits = slot.device, slot.base, slot.size, self.exit_context.exits
+        clock = time.perf_counter
+
+        def read(offset: int, size: int) -> int:
+            if offset >= limit:
+                return self._on_mmio(Mmio(base + offset, size, False))
+            exits["mmio"] += 1
+            started = clock()
+            try:
+                return device.read(offset, size) & _MASKS[size]
+            except Exception as exc:
+                return self._device_failed(exc, base + offset, size)
+            finally:
+                self.exit_seconds += clock() - started
+
+        def write(offset: int, size: int, value: int) -> None:
+            if offset >= limit:
+                self._on_mmio(Mmio(base + offset, size, True, value))
+                return
+            exits["mmio"] += 1
+            started = clock()
+            try:
+                device.write(offset, size, value)
+            except Exception as exc:
+                self._device_failed(exc, base + offset, size)
+            finally:
+                self.exit_seconds += clock() - started
+
+        return read, write
 
     def wrap_traps(self, wrapper: Callable) -> Callable[[], None]:
         """Run `wrapper(event, handle)` around each trap labvmm handles on this hart; returns its remover.

@@ -194,17 +194,25 @@ class Vcpu:
         """
         self._uc.mem_map_ptr(guest_addr, size, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC, host_addr)
 
-    def map_mmio(self, base: int, size: int) -> None:
+    def map_mmio(self, base: int, size: int, direct: tuple[Callable, Callable] | None = None) -> None:
         """Route loads and stores in [base, base+size) to `on_mmio` as `Mmio` exits.
 
         The engine calls these directly (labvmm.unicorn_abi.mmio_map), not through the
         binding's wrappers, which cost two Python frames per access. What the binding's
-        guard did is kept: an exception stops the slice and `run` raises it.
+        guard did is kept: an exception stops the slice and `run` raises it. `direct`, if
+        given, is (read(offset, size) -> int, write(offset, size, value)) called instead
+        of building an `Mmio` (offsets from `base`): the hart's fast path for board devices.
         """
+        if direct is None:
+            read = lambda offset, size_: self._on_mmio(Mmio(base + offset, size_, False))  # noqa: E731
+            write = lambda offset, size_, value: self._on_mmio(Mmio(base + offset, size_, True, value))  # noqa: E731
+        else:
+            read, write = direct
+
         def on_read(_uc, offset, size_, _ud):
             self._in_mmio = True
             try:
-                return self._on_mmio(Mmio(base + offset, size_, False))
+                return read(offset, size_)
             except BaseException as exc:  # noqa: BLE001 - it must not unwind through the engine
                 self._callback_failed(exc)
                 return 0
@@ -214,7 +222,7 @@ class Vcpu:
         def on_write(_uc, offset, size_, value, _ud):
             self._in_mmio = True
             try:
-                self._on_mmio(Mmio(base + offset, size_, True, value))
+                write(offset, size_, value)
             except BaseException as exc:  # noqa: BLE001
                 self._callback_failed(exc)
             finally:

@@ -190,8 +190,9 @@ class VM(VirtualTime, Lifecycle, inspection.Inspection):
         for guest, host, size in self.memory.host_pointers():
             hart.cpu.map_ram(guest, host, size)
         hart.cpu.map_rom(RESET_ROM_BASE, self._rom.address, RESET_ROM_SIZE)
-        for slot in self.bus.slots:
-            hart.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF)
+        for slot in self.bus.slots:  # board devices on the direct path; yours through the checks
+            direct = None if isinstance(slot.device, GuardedDevice) else hart.direct_mmio(slot)
+            hart.cpu.map_mmio(slot.base, (slot.size + 0xFFF) & ~0xFFF, direct)
         return hart
 
     def _exit_context(self, hart: Hart) -> exit_handlers.ExitContext:
