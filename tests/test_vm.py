@@ -342,3 +342,19 @@ def test_labvmm_firmware_redirects_an_illegal_instruction_to_the_s_mode_handler(
     host.run(max_insns=10_000)
     assert vm.state == VMState.HALTED and vm.exit_code == 0, vm.report()
     assert vm.reg("scause") == 2 and vm.reg("sepc") == 0x8020_0000 + 12
+
+
+def test_a_board_device_that_raises_stops_only_its_vm(host):
+    """The direct MMIO path keeps the general one's rule: a device bug is a VMM fault of that VM, named."""
+    broken = host.create_vm("hello", name="broken", memory_mib=1)
+    other = host.create_vm("hello", name="other", memory_mib=1)
+
+    def write(offset, size, value):
+        raise RuntimeError("UART model bug")
+
+    broken.uart.write = write
+    host.run()
+    assert broken.state == VMState.CRASHED and "UART model bug" in broken.crash_reason
+    assert broken.last_fault.kind == "vmm" and broken.last_fault.address == UART
+    assert other.state == VMState.HALTED and other.console_text().startswith("Hello")
+    assert broken.exits["mmio"] >= 1
