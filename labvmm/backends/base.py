@@ -17,6 +17,8 @@ What is buffered where (the durability contract, docs/disks.md):
 
 from __future__ import annotations
 
+import abc
+
 from ..errors import ImageError
 
 SECTOR_SIZE = 512
@@ -38,7 +40,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class BlockBackend:
+class BlockBackend(abc.ABC):
     """A virtual disk: `size_bytes` bytes, read and written in whole 512-byte sectors.
 
     Subclasses implement `_read`, `_write`, `_flush`, `_discard`, `_write_zeroes` and
@@ -162,23 +164,29 @@ class BlockBackend:
         raise DiskError(self.path, f"{what}: offset {offset!r} and length {length!r} must be plain integers")
 
     # -- what a format implements --------------------------------------------------------
+    @abc.abstractmethod
     def _read(self, offset: int, length: int) -> bytes:
-        raise NotImplementedError
+        """Implemented by each format (raw, qcow2)."""
 
+    @abc.abstractmethod
     def _write(self, offset: int, data: bytes) -> None:
-        raise NotImplementedError
+        """Implemented by each format (raw, qcow2)."""
 
+    @abc.abstractmethod
     def _flush(self) -> None:
-        raise NotImplementedError
+        """Implemented by each format (raw, qcow2)."""
 
+    @abc.abstractmethod
     def _discard(self, offset: int, length: int) -> None:
-        raise NotImplementedError
+        """Implemented by each format (raw, qcow2)."""
 
+    @abc.abstractmethod
     def _write_zeroes(self, offset: int, length: int) -> None:
-        raise NotImplementedError
+        """Implemented by each format (raw, qcow2)."""
 
+    @abc.abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Implemented by each format (raw, qcow2)."""
 
     def _abandon(self) -> None:
         """Drop every OS handle without writing anything: what `kill -9` does (crash tests only)."""
